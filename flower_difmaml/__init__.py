@@ -1,0 +1,1 @@
+"""flower-difmaml: decentralized meta-learning (Dif-MAML) and its comparisons as a Flower app."""

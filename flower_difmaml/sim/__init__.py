@@ -1,0 +1,1 @@
+"""Graphs, combination matrices, experiment runner and reports (the graph math imports no Flower)."""

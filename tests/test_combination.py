@@ -1,0 +1,267 @@
+"""Tests for flower_difmaml.sim.combination: hand-computed weights, spectra and matrix-file errors."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from flower_difmaml.sim.combination import (
+    COMBINATION_RULES,
+    combination_matrix,
+    combination_report,
+    identity_weights,
+    load_combination_matrix,
+    max_degree_weights,
+    metropolis_weights,
+    perron_vector,
+    second_largest_eigenvalue_modulus,
+    uniform_weights,
+    validate_combination_matrix,
+)
+from flower_difmaml.sim.graphs import make_graph
+
+PATH_0_1_2 = nx.path_graph(3)  # closed degrees 2, 3, 2
+
+
+@pytest.fixture
+def paper_graph() -> nx.Graph:
+    return make_graph("difmaml-paper", 6)  # closed degrees 2, 2, 5, 3, 4, 2
+
+
+def test_rule_names() -> None:
+    assert COMBINATION_RULES == ("metropolis", "uniform", "max-degree", "identity")
+
+
+# --- hand-computed matrices ------------------------------------------------------------
+
+
+def test_metropolis_on_path() -> None:
+    expected = np.array(
+        [
+            [2 / 3, 1 / 3, 0.0],
+            [1 / 3, 1 / 3, 1 / 3],
+            [0.0, 1 / 3, 2 / 3],
+        ]
+    )
+    np.testing.assert_allclose(metropolis_weights(PATH_0_1_2), expected, rtol=0, atol=1e-15)
+
+
+def test_metropolis_on_difmaml_paper(paper_graph: nx.Graph) -> None:
+    A = metropolis_weights(paper_graph)
+    expected = np.array(
+        [
+            [4 / 5, 0, 1 / 5, 0, 0, 0],
+            [0, 4 / 5, 1 / 5, 0, 0, 0],
+            [1 / 5, 1 / 5, 1 / 5, 1 / 5, 1 / 5, 0],
+            [0, 0, 1 / 5, 11 / 20, 1 / 4, 0],
+            [0, 0, 1 / 5, 1 / 4, 3 / 10, 1 / 4],
+            [0, 0, 0, 0, 1 / 4, 3 / 4],
+        ]
+    )
+    np.testing.assert_allclose(A, expected, rtol=0, atol=1e-15)
+    assert A[2, 0] == pytest.approx(1 / 5) and A[0, 0] == pytest.approx(4 / 5)
+    assert A[4, 3] == pytest.approx(1 / 4) and A[2, 3] == pytest.approx(1 / 5)
+    assert A[3, 3] == pytest.approx(1 - 1 / 4 - 1 / 5)
+    np.testing.assert_allclose(A, A.T)
+    np.testing.assert_allclose(A.sum(axis=0), 1.0)
+    np.testing.assert_allclose(A.sum(axis=1), 1.0)
+
+
+def test_uniform_on_path() -> None:
+    expected = np.array(
+        [
+            [1 / 2, 1 / 3, 0.0],
+            [1 / 2, 1 / 3, 1 / 2],
+            [0.0, 1 / 3, 1 / 2],
+        ]
+    )
+    A = uniform_weights(PATH_0_1_2)
+    np.testing.assert_allclose(A, expected, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(perron_vector(A), np.array([2, 3, 2]) / 7)
+
+
+def test_uniform_on_difmaml_paper(paper_graph: nx.Graph) -> None:
+    A = uniform_weights(paper_graph)
+    closed = np.array([2, 2, 5, 3, 4, 2])
+    for k in range(6):
+        neighbourhood = {k} | set(paper_graph.neighbors(k))
+        for l in range(6):
+            assert A[l, k] == pytest.approx(1 / closed[k] if l in neighbourhood else 0.0)
+    np.testing.assert_allclose(A.sum(axis=0), 1.0)
+    assert not np.allclose(A.sum(axis=1), 1.0)  # left- but not doubly stochastic
+    np.testing.assert_allclose(perron_vector(A), closed / 18)
+
+
+def test_max_degree_on_star() -> None:
+    star = make_graph("star", 4)  # d = 3, 1, 1, 1; d_max + 1 = 4
+    expected = np.array(
+        [
+            [1 / 4, 1 / 4, 1 / 4, 1 / 4],
+            [1 / 4, 3 / 4, 0, 0],
+            [1 / 4, 0, 3 / 4, 0],
+            [1 / 4, 0, 0, 3 / 4],
+        ]
+    )
+    np.testing.assert_allclose(max_degree_weights(star), expected, rtol=0, atol=1e-15)
+
+
+def test_identity() -> None:
+    np.testing.assert_array_equal(identity_weights(PATH_0_1_2), np.eye(3))
+    assert second_largest_eigenvalue_modulus(identity_weights(PATH_0_1_2)) == pytest.approx(1.0)
+
+
+# --- spectra ---------------------------------------------------------------------------
+
+
+def test_slem_of_metropolis_on_path_is_two_thirds() -> None:
+    # eigenvectors [1,1,1] -> 1, [1,0,-1] -> 2/3, [1,-2,1] -> 0
+    assert second_largest_eigenvalue_modulus(metropolis_weights(PATH_0_1_2)) == pytest.approx(2 / 3)
+
+
+def test_slem_of_complete_metropolis_is_zero() -> None:
+    A = metropolis_weights(make_graph("complete", 5))
+    np.testing.assert_allclose(A, np.full((5, 5), 1 / 5))
+    assert second_largest_eigenvalue_modulus(A) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["metropolis", "uniform", "max-degree"])
+@pytest.mark.parametrize(
+    "topology, num_agents", [("ring", 8), ("star", 7), ("grid", 10), ("difmaml-paper", 6), ("erdos-renyi", 10)]
+)
+def test_cooperative_rules_are_valid_and_mix(rule: str, topology: str, num_agents: int) -> None:
+    graph = make_graph(topology, num_agents, seed=1)
+    A = combination_matrix(rule, graph)
+    np.testing.assert_array_equal(validate_combination_matrix(A, graph), A)
+    assert second_largest_eigenvalue_modulus(A) < 1 - 1e-6
+    p = perron_vector(A)
+    assert np.all(p > 0) and p.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(A @ p, p, atol=1e-12)
+    if rule != "uniform":  # doubly stochastic -> uniform Perron vector
+        np.testing.assert_allclose(p, np.full(num_agents, 1 / num_agents))
+
+
+def test_combination_report(paper_graph: nx.Graph) -> None:
+    report = combination_report(uniform_weights(paper_graph))
+    assert set(report) == {"slem", "perron"}
+    assert isinstance(report["slem"], float) and 0 < report["slem"] < 1
+    assert isinstance(report["perron"], list)
+    np.testing.assert_allclose(report["perron"], np.array([2, 2, 5, 3, 4, 2]) / 18)
+
+
+# --- combination_matrix dispatch -------------------------------------------------------
+
+
+def test_combination_matrix_dispatches_named_rules(paper_graph: nx.Graph) -> None:
+    np.testing.assert_array_equal(combination_matrix("metropolis", paper_graph), metropolis_weights(paper_graph))
+    np.testing.assert_array_equal(combination_matrix("Max-Degree", paper_graph), max_degree_weights(paper_graph))
+    np.testing.assert_array_equal(combination_matrix("identity", paper_graph), np.eye(6))
+
+
+def test_unknown_rule() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^combination: unknown 'xyz'; allowed: metropolis, uniform, max-degree, identity, "
+        r"or a path to a \.csv/\.npy matrix file$",
+    ):
+        combination_matrix("xyz", PATH_0_1_2)
+
+
+# --- matrix files ----------------------------------------------------------------------
+
+
+def test_csv_matrix_loads(tmp_path) -> None:
+    A = uniform_weights(PATH_0_1_2)
+    path = tmp_path / "A.csv"
+    rows = [", ".join(repr(float(x)) for x in row) for row in A]
+    path.write_text("# A[l, k]: weight agent k gives agent l\n" + "\n".join(rows))
+    loaded = load_combination_matrix(str(path), PATH_0_1_2)
+    assert loaded.dtype == np.float64
+    np.testing.assert_array_equal(loaded, A)
+    np.testing.assert_array_equal(combination_matrix(str(path), PATH_0_1_2), A)
+
+
+def test_npy_matrix_loads(tmp_path) -> None:
+    A = metropolis_weights(PATH_0_1_2)
+    path = tmp_path / "A.npy"
+    np.save(path, A)
+    np.testing.assert_array_equal(load_combination_matrix(str(path), PATH_0_1_2), A)
+    np.testing.assert_array_equal(combination_matrix("file", PATH_0_1_2, path=str(path)), A)
+
+
+def test_matrix_without_positive_diagonal_is_allowed() -> None:
+    A = np.array([[0.0, 1.0], [1.0, 0.0]])
+    np.testing.assert_array_equal(validate_combination_matrix(A, nx.path_graph(2)), A)
+
+
+def write_csv(tmp_path, text: str) -> str:
+    path = tmp_path / "A.csv"
+    path.write_text(text)
+    return str(path)
+
+
+def test_matrix_wrong_shape(tmp_path) -> None:
+    path = write_csv(tmp_path, "0.5, 0.5\n0.5, 0.5\n")
+    expected = r"^combination: .*A\.csv: shape \(2, 2\) does not match the graph; expected \(3, 3\)"
+    with pytest.raises(ValueError, match=expected):
+        load_combination_matrix(path, PATH_0_1_2)
+
+
+def test_matrix_negative_entry(tmp_path) -> None:
+    path = write_csv(tmp_path, "1.5, 0.5, 0\n-0.5, 0, 0.5\n0, 0.5, 0.5\n")
+    with pytest.raises(ValueError, match=r"^combination: .*entry \(1, 0\) = -0\.5 is negative"):
+        load_combination_matrix(path, PATH_0_1_2)
+
+
+def test_matrix_weight_on_non_edge(tmp_path) -> None:
+    path = write_csv(tmp_path, "0.5, 0.5, 0\n0.25, 0, 0.5\n0.25, 0.5, 0.5\n")
+    with pytest.raises(ValueError, match=r"^combination: .*entry \(2, 0\) = 0\.25 but \(2, 0\) is not an edge"):
+        load_combination_matrix(path, PATH_0_1_2)
+
+
+def test_matrix_column_not_summing_to_one(tmp_path) -> None:
+    path = write_csv(tmp_path, "0.5, 0.5, 0\n0.5, 0, 0.5\n0, 0.5, 0.4\n")
+    with pytest.raises(ValueError, match=r"^combination: .*column 2 sums to 0\.9; every column must sum to 1"):
+        load_combination_matrix(path, PATH_0_1_2)
+
+
+def test_matrix_nan(tmp_path) -> None:
+    path = write_csv(tmp_path, "0.5, 0.5, 0\nnan, 0, 0.5\n0, 0.5, 0.5\n")
+    with pytest.raises(ValueError, match=r"^combination: .*entry \(1, 0\) is nan; all entries must be finite"):
+        load_combination_matrix(path, PATH_0_1_2)
+
+
+def test_matrix_unparseable_csv(tmp_path) -> None:
+    path = write_csv(tmp_path, "0.5, 0.5, 0\nhalf, 0, 0.5\n0, 0.5, 0.5\n")
+    with pytest.raises(ValueError, match=r"^combination: .*A\.csv: cannot parse a numeric matrix"):
+        load_combination_matrix(path, PATH_0_1_2)
+
+
+def test_matrix_ragged_csv(tmp_path) -> None:
+    path = write_csv(tmp_path, "0.5, 0.5, 0\n0.5, 0\n0, 0.5, 0.5\n")
+    with pytest.raises(ValueError, match=r"^combination: .*cannot parse a numeric matrix"):
+        load_combination_matrix(path, PATH_0_1_2)
+
+
+def test_matrix_missing_file(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"^combination: .*missing\.npy: cannot read the matrix file"):
+        combination_matrix(str(tmp_path / "missing.npy"), PATH_0_1_2)
+
+
+def test_matrix_unsupported_suffix(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"^combination: .*unsupported file type '\.txt'"):
+        load_combination_matrix(str(tmp_path / "A.txt"), PATH_0_1_2)
+
+
+def test_validate_uses_source_and_is_one_line() -> None:
+    with pytest.raises(ValueError, match=r"^my-source: shape \(2,\) does not match") as error:
+        validate_combination_matrix(np.array([0.5, 0.5]), PATH_0_1_2, source="my-source")
+    assert "\n" not in str(error.value)
+
+
+def test_validate_returns_a_float64_copy() -> None:
+    A = np.array([[1, 0], [0, 1]], dtype=np.int64)
+    validated = validate_combination_matrix(A, nx.path_graph(2))
+    assert validated.dtype == np.float64
+    validated[0, 0] = 0.0
+    assert A[0, 0] == 1
