@@ -106,8 +106,10 @@ def test_meta_gradient_is_vmappable_over_agents() -> None:
 
 def test_evaluation_curve_starts_at_the_unadapted_loss_and_matches_manual_sgd() -> None:
     model, params, batch = _tiny_problem()
-    curve = evaluate_after_adaptation(model, params, batch, inner_lr=0.1, max_steps=3)
+    curve = evaluate_after_adaptation(model, params, batch, inner_lr=0.1, steps=range(4))
     assert curve.shape == (4,)
+    subset = evaluate_after_adaptation(model, params, batch, inner_lr=0.1, steps=(0, 3))
+    torch.testing.assert_close(subset, curve[[0, 3]])
     losses = []
     for t in range(batch.num_tasks):
         theta = adapt(model, params, batch.x_support[t], batch.y_support[t], inner_lr=0.1, inner_steps=3)

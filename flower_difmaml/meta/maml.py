@@ -18,7 +18,7 @@ Any ``torch.nn.Module`` works: parameters are a ``dict[str, Tensor]`` used throu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -156,27 +156,29 @@ def evaluate_after_adaptation(
     batch: TaskBatch,
     *,
     inner_lr: float,
-    max_steps: int = 10,
+    steps: Sequence[int] = tuple(range(11)),
     loss_fn: LossFn = mse_loss,
 ) -> Tensor:
-    """Query loss after 0, 1, ..., ``max_steps`` SGD steps of eq. (1) on each support set.
+    """Query loss after ``steps`` SGD steps of eq. (1) on each task's support set.
 
-    Returns a tensor of shape (max_steps + 1,): entry j is the mean over tasks of
-    L(theta_t^j; Q_t), theta_t^0 = w. No graph is kept (first-order evaluation).
+    Returns a tensor of shape (len(steps),): entry j is the mean over tasks of
+    L(theta_t^{steps[j]}; Q_t), theta_t^0 = w. Adapts max(steps) times, and computes the
+    query loss only at the listed steps. No graph is kept (first-order evaluation).
     """
     task_loss = _task_loss(model, loss_fn)
     support_grad = grad(task_loss)
-
     start = {name: p.detach() for name, p in params.items()}
+    wanted = sorted(set(steps))
 
     def one_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
-        theta = start
-        losses = [task_loss(theta, xq, yq)]
-        for _ in range(max_steps):
-            grads = support_grad(theta, xs, ys)
-            theta = {name: p - inner_lr * grads[name] for name, p in theta.items()}
-            losses.append(task_loss(theta, xq, yq))
-        return torch.stack(losses)
+        theta, losses = start, {}
+        for step in range(wanted[-1] + 1):
+            if step in wanted:
+                losses[step] = task_loss(theta, xq, yq)
+            if step < wanted[-1]:
+                grads = support_grad(theta, xs, ys)
+                theta = {name: p - inner_lr * grads[name] for name, p in theta.items()}
+        return torch.stack([losses[step] for step in steps])
 
     with torch.no_grad():
         return vmap(one_task)(*batch).mean(dim=0)

@@ -1,0 +1,125 @@
+"""One typed, validated view of the run config (the ``[tool.flwr.app.config]`` keys).
+
+``RunConfig.from_mapping(context.run_config)`` checks every key's type and range and
+raises :class:`ConfigError`, one line naming the key, the value and what is allowed,
+before anything is trained. The defaults here equal those in pyproject.toml (a test
+checks it); the graph and the combination matrix are checked where they are built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .meta.optimizers import META_OPTIMIZERS
+from .sim.combination import COMBINATION_RULES, MATRIX_FILE_SUFFIXES
+from .sim.graphs import TOPOLOGIES
+from .tasks import HETEROGENEITY, TASK_FAMILIES
+
+STRATEGIES = ("dif-maml", "fedavg-maml", "non-coop")
+DIFFUSION_ORDERS = ("atc", "cta")
+
+
+class ConfigError(ValueError):
+    """A run-config value that is out of range, of the wrong type, or unknown."""
+
+
+def _choice(*allowed: str) -> dict[str, Any]:
+    return {"metadata": {"choices": allowed}}
+
+
+def _range(low: float | None = None, high: float | None = None, *, low_open: bool = False) -> dict[str, Any]:
+    return {"metadata": {"range": (low, high, low_open)}}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The experiment; attribute ``inner_lr`` is run-config key ``inner-lr``, and so on."""
+
+    strategy: str = field(default="dif-maml", **_choice(*STRATEGIES))
+    topology: str = field(default="erdos-renyi", **_choice(*TOPOLOGIES))
+    topology_p: float = field(default=0.3, **_range(0.0, 1.0))
+    topology_radius: float = field(default=0.5, **_range(0.0, None, low_open=True))
+    topology_k: int = field(default=4, **_range(2))
+    topology_seed: int = field(default=1, **_range(0))
+    topology_file: str = ""
+    combination: str = "metropolis"
+    diffusion_order: str = field(default="atc", **_choice(*DIFFUSION_ORDERS))
+    num_rounds: int = field(default=500, **_range(1))
+    eval_every: int = field(default=50, **_range(1))
+    eval_tasks: int = field(default=100, **_range(1))
+    seed: int = field(default=0, **_range(0))
+    results_dir: str = "~/flower-difmaml-results"
+    run_name: str = ""
+    task: str = field(default="sinusoid", **_choice(*TASK_FAMILIES))
+    heterogeneity: str = field(default="phase", **_choice(*HETEROGENEITY))
+    tasks_per_agent: int = field(default=10, **_range(1))
+    shots: int = field(default=10, **_range(1))
+    queries: int = field(default=10, **_range(1))
+    inner_lr: float = field(default=0.01, **_range(0.0, None, low_open=True))
+    inner_steps: int = field(default=1, **_range(0))
+    first_order: bool = False
+    meta_optimizer: str = field(default="sgd", **_choice(*META_OPTIMIZERS))
+    meta_lr: float = field(default=0.03, **_range(0.0, None, low_open=True))
+    participation: float = field(default=1.0, **_range(0.0, 1.0, low_open=True))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check(f, getattr(self, f.name))
+        rule = self.combination
+        if rule not in COMBINATION_RULES and not rule.endswith(MATRIX_FILE_SUFFIXES):
+            raise ConfigError(
+                f"combination: unknown {rule!r}; allowed: {', '.join(COMBINATION_RULES)}, "
+                "or a path to a .csv/.npy matrix file"
+            )
+        if self.topology == "file" and not self.topology_file:
+            raise ConfigError("topology-file: required when topology = 'file'; got ''")
+        if "/" in self.run_name or self.run_name in (".", ".."):
+            raise ConfigError(f"run-name: {self.run_name!r} must be a plain folder name (no '/')")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> RunConfig:
+        """Build from kebab-case keys (``context.run_config``); unknown keys are errors."""
+        names = {f.name.replace("_", "-"): f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(mapping) - set(names))
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown key; allowed: {', '.join(sorted(names))}")
+        return cls(**{names[key]: value for key, value in mapping.items()})
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Kebab-case keys, as in pyproject.toml and ``flwr run -c``."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean (true or false)"}
+
+
+def _check(f: dataclasses.Field, value: Any) -> None:
+    key = f.name.replace("_", "-")
+    kind = {"str": str, "int": int, "float": float, "bool": bool}[str(f.type)]
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ConfigError(f"{key}: {value!r} is not {_TYPE_NAMES[kind]}")
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: unknown {value!r}; allowed: {', '.join(choices)}")
+    bounds = f.metadata.get("range")
+    if bounds is not None:
+        low, high, low_open = bounds
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and value > high
+        if too_low or too_high:
+            raise ConfigError(f"{key}: {value!r} out of range; allowed: {_describe(low, high, low_open)}")
+
+
+def _describe(low: float | None, high: float | None, low_open: bool) -> str:
+    if high is None:
+        return f"{'>' if low_open else '>='} {low}"
+    return f"{'(' if low_open else '['}{low}, {high}]"

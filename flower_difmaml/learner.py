@@ -1,0 +1,131 @@
+"""What one agent computes, for any engine: a meta-step on its own tasks, and evaluation.
+
+No Flower import: the ClientApp calls this with what a message brings, and an in-process
+engine can call (or ``vmap``) the same functions. Every draw comes from
+``task_generator(seed, agent, round, stream)``, so engines agree to the last bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .config import RunConfig
+from .meta import MetaOptimizer, Params, make_meta_optimizer, meta_gradient
+from .meta.maml import evaluate_after_adaptation
+from .meta.optimizers import OptimizerState
+from .models import initial_parameters
+from .tasks import SinusoidTasks, TaskFamily, task_generator
+from .tasks.base import Stream
+
+EVAL_STEPS = tuple(range(11))  # fine-tune 0..10 SGD steps (the Dif-MAML paper's test)
+REPORTED_STEPS = (0, 1, 10)  # what every evaluation round reports; the last one reports all
+EVAL_ROUND = 0  # evaluation tasks are the same at every evaluation
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Names and shapes of a model's parameters, to pack them into one flat vector."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def of(cls, params: Params) -> ParamLayout:
+        return cls(tuple(params), tuple(tuple(p.shape) for p in params.values()))
+
+    @property
+    def size(self) -> int:
+        return sum(math.prod(s) for s in self.shapes)
+
+    def vector(self, params: Params) -> np.ndarray:
+        """The parameters in layout order, concatenated (float64)."""
+        return np.concatenate([params[n].detach().reshape(-1).numpy() for n in self.names]).astype(np.float64)
+
+    def params(self, vector: np.ndarray) -> Params:
+        """Inverse of :meth:`vector`: float64 tensors of the layout's shapes."""
+        if vector.shape != (self.size,):
+            raise ValueError(f"model vector has shape {vector.shape}; expected ({self.size},)")
+        out, start = {}, 0
+        flat = torch.from_numpy(np.array(vector, dtype=np.float64))
+        for name, shape in zip(self.names, self.shapes):
+            size = math.prod(shape)
+            out[name] = flat[start : start + size].reshape(shape)
+            start += size
+        return out
+
+
+@dataclass(frozen=True)
+class MetaLearner:
+    """Agent-side MAML for a run config on ``num_agents`` agents."""
+
+    config: RunConfig
+    num_agents: int
+    family: TaskFamily
+    model: nn.Module
+    optimizer: MetaOptimizer
+
+    @classmethod
+    def from_config(cls, config: RunConfig, num_agents: int) -> MetaLearner:
+        family = SinusoidTasks(num_agents=num_agents, heterogeneity=config.heterogeneity)
+        return cls(
+            config=config,
+            num_agents=num_agents,
+            family=family,
+            model=family.make_model(),
+            optimizer=make_meta_optimizer(config.meta_optimizer, config.meta_lr),
+        )
+
+    def initial_parameters(self) -> Params:
+        """The model every agent starts from (seeded by ``seed``)."""
+        return initial_parameters(self.model, self.config.seed)
+
+    @cached_property
+    def layout(self) -> ParamLayout:
+        return ParamLayout.of(self.initial_parameters())
+
+    def initial_vector(self) -> np.ndarray:
+        return self.layout.vector(self.initial_parameters())
+
+    def train_batch(self, agent: int, round_: int):
+        """Agent ``agent``'s tasks of round ``round_`` from its own distribution."""
+        c = self.config
+        rng = task_generator(c.seed, agent, round_, Stream.TRAIN)
+        return self.family.sample(rng, c.tasks_per_agent, c.shots, c.queries, agent)
+
+    def train_step(
+        self, params: Params, state: OptimizerState, agent: int, round_: int
+    ) -> tuple[Params, OptimizerState, float]:
+        """Adapt: phi_k = w_k - mu * step(grad J_k(w_k)) on a fresh batch of k's tasks.
+
+        Returns (phi_k, the new optimizer state, the batch's meta-loss J_k(w_k)).
+        """
+        c = self.config
+        grads, loss = meta_gradient(
+            self.model, params, self.train_batch(agent, round_),
+            inner_lr=c.inner_lr, inner_steps=c.inner_steps, first_order=c.first_order,
+            loss_fn=self.family.loss_fn,
+        )
+        if not state:
+            state = self.optimizer.init(params)
+        new_params, new_state = self.optimizer.step(params, grads, state)
+        return new_params, new_state, float(loss)
+
+    def evaluate(self, params: Params, agent: int, steps: tuple[int, ...] = EVAL_STEPS) -> dict[str, Tensor]:
+        """MSE after ``steps`` fine-tuning steps (lr ``inner-lr``) on tasks from the full
+        distribution and from agent ``agent``'s own: {"full": (len(steps),), "own": ...}."""
+        c = self.config
+        curves = {}
+        for name, stream, source in (("full", Stream.EVAL_FULL, None), ("own", Stream.EVAL_OWN, agent)):
+            rng = task_generator(c.seed, agent, EVAL_ROUND, stream)
+            batch = self.family.sample_evaluation(rng, c.eval_tasks, c.shots, source)
+            curves[name] = evaluate_after_adaptation(
+                self.model, params, batch, inner_lr=c.inner_lr, steps=steps,
+                loss_fn=self.family.loss_fn,
+            )
+        return curves

@@ -1,0 +1,64 @@
+"""Run the app in Flower's simulation engine (Ray) inside this Python process.
+
+The same engine ``flwr run`` drives (``flwr-simulation`` calls the same function), without
+a SuperLink process: the runner and the integration tests use it to run many
+configurations. The run config reaches every ClientApp exactly as under ``flwr run``: from
+an app folder's ``[tool.flwr.app.config]``, written here to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ..config import RunConfig
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string
+    return repr(value)
+
+
+def write_app_config(app_dir: Path, config: RunConfig) -> None:
+    """A minimal app folder whose pyproject.toml carries ``config`` as the run config."""
+    lines = ["[tool.flwr.app.config]"] + [f"{k} = {_toml_value(v)}" for k, v in config.to_mapping().items()]
+    (app_dir / "pyproject.toml").write_text("\n".join(lines) + "\n")
+
+
+def run_flower_simulation(config: RunConfig, num_agents: int, *, cpus_per_agent: float = 1.0) -> None:
+    """Run ``config`` on ``num_agents`` simulated SuperNodes; results go where it says.
+
+    Raises what the ServerApp raised (e.g. a bad config) after the engine has stopped.
+    """
+    from flwr.app import Context, RecordDict
+    from flwr.supercore.telemetry import EventType
+    from flwr.simulation.run_simulation import _run_simulation
+
+    from ..client_app import app as client_app
+    from ..server_app import app as server_app
+
+    with tempfile.TemporaryDirectory(prefix="flower-difmaml-app-") as app_dir:
+        write_app_config(Path(app_dir), config)
+        context = Context(
+            run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=config.to_mapping()
+        )
+        _run_simulation(
+            num_supernodes=num_agents,
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client_app,
+            server_app=server_app,
+            backend_config={
+                "client_resources": {"num_cpus": cpus_per_agent, "num_gpus": 0.0},
+                "init_args": {"logging_level": "error", "log_to_driver": False},
+            },
+            server_app_context=context,
+            app_dir=app_dir,
+        )

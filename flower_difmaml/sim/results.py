@@ -1,0 +1,118 @@
+"""A run's results folder: config.json, metrics.jsonl (one line a round), summary.json.
+
+Every metric a plot shows is written here first; plots are drawn from these files.
+No Flower import: any engine writes the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FINAL_KEYS = ("full-mse-0", "full-mse-1", "full-mse-10", "own-mse-0", "own-mse-1", "own-mse-10", "disagreement")
+
+
+def resolve_run_dir(results_dir: str, run_name: str, default_name: str) -> Path:
+    """``<results-dir>/<run-name>`` as an absolute path that does not exist yet.
+
+    An explicit ``run-name`` whose folder exists is an error (nothing written is lost);
+    the default name gets a numeric suffix instead.
+    """
+    root = Path(results_dir).expanduser().resolve()
+    if run_name:
+        run_dir = root / run_name
+        if run_dir.exists():
+            raise ValueError(f"run-name: {run_dir} exists already; choose another run-name or results-dir")
+        return run_dir
+    run_dir, suffix = root / default_name, 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = root / f"{default_name}-{suffix}"
+    return run_dir
+
+
+def write_json_atomically(path: Path, payload: Any) -> None:
+    """Write to a temporary file, then rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def evaluation_metrics(curves: dict[str, np.ndarray], steps: Sequence[int], models: np.ndarray) -> dict[str, Any]:
+    """Round metrics from per-agent MSE after ``steps`` adaptation steps and the models.
+
+    ``curves`` maps "full" / "own" to arrays of shape (N, len(steps)); ``models`` is (N, P).
+    Gives the means over agents after 0, 1 and 10 steps, the per-agent values, the mean
+    curve over 0..10 steps when all were evaluated, and the network disagreement
+    (1/N) sum_k ||w_k - mean_l w_l||^2.
+    """
+    steps = list(steps)
+    out: dict[str, Any] = {}
+    agents: dict[str, list[float]] = {}
+    for source, curve in curves.items():
+        for step in (0, 1, 10):
+            key = f"{source}-mse-{step}"
+            values = curve[:, steps.index(step)]
+            out[key] = float(values.mean())
+            agents[key] = [float(v) for v in values]
+        if steps == list(range(11)):
+            out[f"{source}-mse-curve"] = [float(v) for v in curve.mean(axis=0)]
+    out["disagreement"] = float(np.mean(np.sum((models - models.mean(axis=0)) ** 2, axis=1)))
+    out["agents"] = agents
+    return out
+
+
+class RunRecorder:
+    """Creates the run folder and writes its files as the run goes."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        self.run_dir = run_dir
+        self.run_dir.mkdir(parents=True, exist_ok=False)
+        self.config = config
+        self.extra = extra or {}
+        write_json_atomically(run_dir / "config.json", {**config, **self.extra})
+        self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self._start = time.perf_counter()
+        self.last_evaluation: dict[str, Any] | None = None
+        self.last_curves: dict[str, list[float]] = {}
+
+    def record(self, round_: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Append one round's line (flushed at once) and return it."""
+        line = {"round": round_, "wall-seconds": round(time.perf_counter() - self._start, 4), **metrics}
+        self._metrics.write(json.dumps(line) + "\n")
+        self._metrics.flush()
+        if "full-mse-1" in metrics:
+            self.last_evaluation = line
+        if "full-mse-curve" in metrics:
+            self.last_curves = {k: metrics[k] for k in ("full-mse-curve", "own-mse-curve")}
+        return line
+
+    def finish(self, num_rounds: int) -> dict[str, Any]:
+        """Write summary.json (the last evaluation's scalars under ``final``) and the plots."""
+        self._metrics.close()
+        last = self.last_evaluation or {}
+        summary = {
+            "run-dir": str(self.run_dir),
+            "rounds": num_rounds,
+            "wall-seconds": round(time.perf_counter() - self._start, 3),
+            "final-round": last.get("round"),
+            "final": {k: last[k] for k in FINAL_KEYS if k in last},
+            "final-curves": self.last_curves,
+            **self.extra,
+        }
+        write_json_atomically(self.run_dir / "summary.json", summary)
+        from .plots import plot_run  # matplotlib only when a run finishes
+
+        plot_run(self.run_dir)
+        return summary
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    with open(Path(run_dir) / "metrics.jsonl", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -1,0 +1,55 @@
+"""FedAvg-MAML: the centralized comparison (Per-FedAvg / FedMeta style model averaging).
+
+Round i: a fraction ``participation`` of the agents, S_i, sampled uniformly without
+replacement (seeded by (seed, i)), adapt from the global model w_{i-1}; the server sets
+
+    w_i = sum_{k in S_i} n_k * phi_k,i / sum_{k in S_i} n_k,     n_k = number of tasks.
+
+With full participation, one local step and SGD this equals Dif-MAML on a complete graph
+with uniform weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from flwr.app import Message, MessageType
+
+from .base import MetaStrategy
+
+
+class FedAvgMAML(MetaStrategy):
+    """One global model, averaged over the sampled agents' replies."""
+
+    name = "fedavg-maml"
+
+    def __init__(
+        self, node_ids: Sequence[int], initial: np.ndarray, participation: float, seed: int
+    ) -> None:
+        super().__init__(node_ids)
+        self.global_model = np.array(initial, dtype=np.float64)
+        self.participation = participation
+        self.seed = seed
+
+    def sample(self, round_: int) -> list[int]:
+        """The agents that train in round ``round_``: max(1, round(participation * N))."""
+        size = max(1, round(self.participation * self.num_agents))
+        if size >= self.num_agents:
+            return list(range(self.num_agents))
+        rng = np.random.default_rng([self.seed, round_])
+        return sorted(int(k) for k in rng.choice(self.num_agents, size=size, replace=False))
+
+    def train_messages(self, round_: int) -> list[Message]:
+        return [self.message(k, self.global_model, MessageType.TRAIN, {"round": round_}) for k in self.sample(round_)]
+
+    def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
+        if not models:
+            return
+        agents = sorted(models)
+        weights = np.array([num_tasks[k] for k in agents], dtype=np.float64)
+        stacked = np.stack([models[k] for k in agents])
+        self.global_model = weights @ stacked / weights.sum()
+
+    def current_models(self) -> np.ndarray:
+        return np.broadcast_to(self.global_model, (self.num_agents, self.global_model.size))

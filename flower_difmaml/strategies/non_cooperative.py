@@ -1,0 +1,18 @@
+"""Non-cooperative agents: each learns alone, A = I (w_k,i = phi_k,i)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .diffusion import DifMAML
+
+
+class NonCooperative(DifMAML):
+    """Dif-MAML with the identity combination matrix: nobody hears a neighbour."""
+
+    name = "non-coop"
+
+    def __init__(self, node_ids: Sequence[int], initial: np.ndarray) -> None:
+        super().__init__(node_ids, initial, np.eye(len(node_ids)))
