@@ -1,0 +1,64 @@
+"""The run config: defaults equal pyproject.toml's, every bad value names its key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from flower_difmaml.config import ConfigError, RunConfig
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def test_defaults_equal_pyproject_app_config() -> None:
+    app_config = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+    assert app_config == RunConfig().to_mapping()
+
+
+def test_pyproject_has_no_federations_table() -> None:
+    assert "federations" not in tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]
+
+
+def test_from_mapping_round_trips() -> None:
+    config = RunConfig.from_mapping({"strategy": "fedavg-maml", "inner-lr": 0.05, "first-order": True})
+    assert (config.strategy, config.inner_lr, config.first_order) == ("fedavg-maml", 0.05, True)
+    assert RunConfig.from_mapping(config.to_mapping()) == config
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ({"strategy": "fedavg"}, "strategy: unknown 'fedavg'; allowed: dif-maml, fedavg-maml, non-coop"),
+        ({"topology": "mesh"}, "topology: unknown 'mesh'; allowed: ring"),
+        ({"topology-p": 1.5}, r"topology-p: 1.5 out of range; allowed: \[0.0, 1.0\]"),
+        ({"topology-radius": 0.0}, "topology-radius: 0.0 out of range; allowed: > 0.0"),
+        ({"topology": "file"}, "topology-file: required when topology = 'file'"),
+        ({"combination": "average"}, "combination: unknown 'average'; allowed: metropolis, uniform"),
+        ({"diffusion-order": "ca"}, "diffusion-order: unknown 'ca'; allowed: atc, cta"),
+        ({"num-rounds": 0}, "num-rounds: 0 out of range; allowed: >= 1"),
+        ({"num-rounds": 2.5}, "num-rounds: 2.5 is not an integer"),
+        ({"eval-every": -1}, "eval-every: -1 out of range"),
+        ({"seed": "zero"}, "seed: 'zero' is not an integer"),
+        ({"task": "omniglot"}, "task: unknown 'omniglot'; allowed: sinusoid"),
+        ({"heterogeneity": "both"}, "heterogeneity: unknown 'both'; allowed: none, amplitude, phase"),
+        ({"tasks-per-agent": 0}, "tasks-per-agent: 0 out of range"),
+        ({"shots": True}, "shots: True is not an integer"),
+        ({"inner-lr": -0.1}, "inner-lr: -0.1 out of range; allowed: > 0.0"),
+        ({"inner-steps": -1}, "inner-steps: -1 out of range; allowed: >= 0"),
+        ({"first-order": "yes"}, "first-order: 'yes' is not a boolean"),
+        ({"meta-optimizer": "rmsprop"}, "meta-optimizer: unknown 'rmsprop'; allowed: sgd, adam"),
+        ({"meta-lr": 0}, "meta-lr: 0 out of range; allowed: > 0.0"),
+        ({"participation": 1.2}, r"participation: 1.2 out of range; allowed: \(0.0, 1.0\]"),
+        ({"run-name": "a/b"}, "run-name: 'a/b' must be a plain folder name"),
+        ({"inner_lr": 0.1}, "inner_lr: unknown key; allowed: combination,"),
+    ],
+)
+def test_bad_values_name_the_key(mapping: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_mapping(mapping)
+
+
+def test_integers_are_accepted_for_floats() -> None:
+    assert RunConfig.from_mapping({"meta-lr": 1}).meta_lr == 1

@@ -1,0 +1,48 @@
+"""Results folder helpers and round metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flower_difmaml.sim.results import RunRecorder, evaluation_metrics, read_metrics, resolve_run_dir
+
+
+def test_disagreement_and_means_by_hand() -> None:
+    models = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 3.0]])  # mean (1, 1)
+    # ||w_k - mean||^2 = 2, 2, 4 -> disagreement 8/3
+    curves = {"full": np.array([[3.0, 2.0, 1.0]] * 3), "own": np.array([[1.0, 1.0, 0.5], [3.0, 1.0, 0.5], [2.0, 1.0, 0.5]])}
+    metrics = evaluation_metrics(curves, (0, 1, 10), models)
+    assert metrics["disagreement"] == pytest.approx(8 / 3)
+    assert metrics["full-mse-10"] == 1.0 and metrics["own-mse-0"] == 2.0
+    assert metrics["agents"]["own-mse-0"] == [1.0, 3.0, 2.0]
+    assert "full-mse-curve" not in metrics
+
+
+def test_full_curve_is_reported_when_all_steps_were_evaluated() -> None:
+    curve = np.tile(np.arange(11.0), (2, 1))
+    metrics = evaluation_metrics({"full": curve, "own": curve}, range(11), np.zeros((2, 3)))
+    assert metrics["full-mse-curve"] == list(np.arange(11.0)) and metrics["full-mse-10"] == 10.0
+
+
+def test_explicit_run_name_never_overwrites(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ValueError, match="run-name: .*mine exists already"):
+        resolve_run_dir(str(tmp_path), "mine", "default")
+    (tmp_path / "default").mkdir()
+    assert resolve_run_dir(str(tmp_path), "", "default") == tmp_path / "default-2"
+
+
+def test_recorder_writes_lines_and_summary(tmp_path: Path) -> None:
+    recorder = RunRecorder(tmp_path / "run", {"seed": 0}, extra={"num-agents": 2})
+    curve = np.tile(np.linspace(2, 1, 11), (2, 1))
+    recorder.record(0, evaluation_metrics({"full": curve, "own": curve}, range(11), np.zeros((2, 3))))
+    recorder.record(1, {"train-loss": 0.5})
+    summary = recorder.finish(num_rounds=1)
+    assert [m["round"] for m in read_metrics(tmp_path / "run")] == [0, 1]
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk == summary and summary["final"]["full-mse-0"] == 2.0 and summary["num-agents"] == 2
+    assert (tmp_path / "run" / "adaptation.png").stat().st_size > 0
