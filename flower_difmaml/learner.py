@@ -8,6 +8,7 @@ engine can call (or ``vmap``) the same functions. Every draw comes from
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import RunConfig
-from .meta import MetaOptimizer, Params, make_meta_optimizer, meta_gradient
+from .meta import MetaOptimizer, Params, TaskBatch, make_meta_optimizer, meta_gradient
 from .meta.maml import evaluate_after_adaptation
 from .meta.optimizers import OptimizerState
 from .models import initial_parameters
@@ -44,18 +45,26 @@ class ParamLayout:
         return sum(math.prod(s) for s in self.shapes)
 
     def vector(self, params: Params) -> np.ndarray:
-        """The parameters in layout order, concatenated (float64)."""
-        return np.concatenate([params[n].detach().reshape(-1).numpy() for n in self.names]).astype(np.float64)
+        """The parameters in layout order, concatenated (float64), shape (..., P).
+
+        Leading dimensions (e.g. agents, for stacked parameters) are kept.
+        """
+        first = params[self.names[0]]
+        lead = tuple(first.shape[: first.ndim - len(self.shapes[0])])
+        return np.concatenate(
+            [params[n].detach().reshape(*lead, -1).numpy() for n in self.names], axis=-1
+        ).astype(np.float64)
 
     def params(self, vector: np.ndarray) -> Params:
-        """Inverse of :meth:`vector`: float64 tensors of the layout's shapes."""
-        if vector.shape != (self.size,):
-            raise ValueError(f"model vector has shape {vector.shape}; expected ({self.size},)")
-        out, start = {}, 0
+        """Inverse of :meth:`vector`: float64 tensors of shapes (..., *shape)."""
+        if vector.shape[-1:] != (self.size,):
+            raise ValueError(f"model vector has shape {vector.shape}; expected (..., {self.size})")
         flat = torch.from_numpy(np.array(vector, dtype=np.float64))
+        lead = tuple(flat.shape[:-1])
+        out, start = {}, 0
         for name, shape in zip(self.names, self.shapes):
             size = math.prod(shape)
-            out[name] = flat[start : start + size].reshape(shape)
+            out[name] = flat[..., start : start + size].reshape(*lead, *shape)
             start += size
         return out
 
@@ -92,40 +101,48 @@ class MetaLearner:
     def initial_vector(self) -> np.ndarray:
         return self.layout.vector(self.initial_parameters())
 
-    def train_batch(self, agent: int, round_: int):
+    def train_batch(self, agent: int, round_: int) -> TaskBatch:
         """Agent ``agent``'s tasks of round ``round_`` from its own distribution."""
         c = self.config
         rng = task_generator(c.seed, agent, round_, Stream.TRAIN)
         return self.family.sample(rng, c.tasks_per_agent, c.shots, c.queries, agent)
 
-    def train_step(
-        self, params: Params, state: OptimizerState, agent: int, round_: int
-    ) -> tuple[Params, OptimizerState, float]:
-        """Adapt: phi_k = w_k - mu * step(grad J_k(w_k)) on a fresh batch of k's tasks.
+    def meta_step(self, params: Params, state: OptimizerState, batch: TaskBatch) -> tuple[Params, OptimizerState, Tensor]:
+        """Adapt: phi_k = w_k - mu * step(grad J_k(w_k)) on ``batch``; returns (phi_k, new state, J_k(w_k)).
 
-        Returns (phi_k, the new optimizer state, the batch's meta-loss J_k(w_k)).
+        Pure: ``vmap`` it over agents. An empty ``state`` is initialised first.
         """
         c = self.config
         grads, loss = meta_gradient(
-            self.model, params, self.train_batch(agent, round_),
+            self.model, params, batch,
             inner_lr=c.inner_lr, inner_steps=c.inner_steps, first_order=c.first_order,
             loss_fn=self.family.loss_fn,
         )
-        if not state:
-            state = self.optimizer.init(params)
-        new_params, new_state = self.optimizer.step(params, grads, state)
+        new_params, new_state = self.optimizer.step(params, grads, state or self.optimizer.init(params))
+        return new_params, new_state, loss
+
+    def train_step(
+        self, params: Params, state: OptimizerState, agent: int, round_: int
+    ) -> tuple[Params, OptimizerState, float]:
+        """:meth:`meta_step` on agent ``agent``'s fresh tasks of round ``round_``."""
+        new_params, new_state, loss = self.meta_step(params, state, self.train_batch(agent, round_))
         return new_params, new_state, float(loss)
 
-    def evaluate(self, params: Params, agent: int, steps: tuple[int, ...] = EVAL_STEPS) -> dict[str, Tensor]:
-        """MSE after ``steps`` fine-tuning steps (lr ``inner-lr``) on tasks from the full
-        distribution and from agent ``agent``'s own: {"full": (len(steps),), "own": ...}."""
+    def evaluation_batches(self, agent: int) -> dict[str, TaskBatch]:
+        """Agent ``agent``'s evaluation tasks (the same at every evaluation): from the full
+        distribution and from its own."""
         c = self.config
-        curves = {}
-        for name, stream, source in (("full", Stream.EVAL_FULL, None), ("own", Stream.EVAL_OWN, agent)):
-            rng = task_generator(c.seed, agent, EVAL_ROUND, stream)
-            batch = self.family.sample_evaluation(rng, c.eval_tasks, c.shots, source)
-            curves[name] = evaluate_after_adaptation(
-                self.model, params, batch, inner_lr=c.inner_lr, steps=steps,
-                loss_fn=self.family.loss_fn,
-            )
-        return curves
+        return {
+            name: self.family.sample_evaluation(task_generator(c.seed, agent, EVAL_ROUND, stream), c.eval_tasks, c.shots, source)
+            for name, stream, source in (("full", Stream.EVAL_FULL, None), ("own", Stream.EVAL_OWN, agent))
+        }
+
+    def evaluate_batch(self, params: Params, batch: TaskBatch, steps: Sequence[int] = EVAL_STEPS) -> Tensor:
+        """MSE after ``steps`` fine-tuning steps (lr ``inner-lr``), mean over the batch's tasks."""
+        return evaluate_after_adaptation(
+            self.model, params, batch, inner_lr=self.config.inner_lr, steps=steps, loss_fn=self.family.loss_fn
+        )
+
+    def evaluate(self, params: Params, agent: int, steps: Sequence[int] = EVAL_STEPS) -> dict[str, Tensor]:
+        """{"full": MSE after ``steps`` on the full distribution, "own": on agent's own}."""
+        return {name: self.evaluate_batch(params, batch, steps) for name, batch in self.evaluation_batches(agent).items()}

@@ -29,7 +29,17 @@ def _toml_value(value: object) -> str:
 
 def write_app_config(app_dir: Path, config: RunConfig) -> None:
     """A minimal app folder whose pyproject.toml carries ``config`` as the run config."""
-    lines = ["[tool.flwr.app.config]"] + [f"{k} = {_toml_value(v)}" for k, v in config.to_mapping().items()]
+    lines = [
+        "[project]",
+        'name = "flower-difmaml"',
+        'version = "0.1.0"',
+        "[tool.flwr.app]",
+        'publisher = "flower-difmaml"',
+        "[tool.flwr.app.components]",
+        'serverapp = "flower_difmaml.server_app:app"',
+        'clientapp = "flower_difmaml.client_app:app"',
+        "[tool.flwr.app.config]",
+    ] + [f"{k} = {_toml_value(v)}" for k, v in config.to_mapping().items()]
     (app_dir / "pyproject.toml").write_text("\n".join(lines) + "\n")
 
 
@@ -61,4 +71,5 @@ def run_flower_simulation(config: RunConfig, num_agents: int, *, cpus_per_agent:
             },
             server_app_context=context,
             app_dir=app_dir,
+            is_app=True,  # nodes read their run config from app_dir, as under flwr run
         )

@@ -1,8 +1,6 @@
-"""Flower strategies: Dif-MAML neighbour gossip, FedAvg-MAML, non-cooperative agents."""
+"""Strategies: Dif-MAML neighbour gossip, FedAvg-MAML, non-cooperative agents (no Flower import)."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -15,12 +13,10 @@ from .non_cooperative import NonCooperative
 __all__ = ["DifMAML", "FedAvgMAML", "MetaStrategy", "NonCooperative", "make_strategy"]
 
 
-def make_strategy(
-    config: RunConfig, node_ids: Sequence[int], initial: np.ndarray, combination: np.ndarray
-) -> MetaStrategy:
-    """The strategy named by run-config key ``strategy``."""
+def make_strategy(config: RunConfig, initial: np.ndarray, combination: np.ndarray) -> MetaStrategy:
+    """The strategy named by run-config key ``strategy``; N is the size of ``combination``."""
     if config.strategy == "dif-maml":
-        return DifMAML(node_ids, initial, combination, config.diffusion_order == "cta")
+        return DifMAML(initial, combination, config.diffusion_order == "cta")
     if config.strategy == "fedavg-maml":
-        return FedAvgMAML(node_ids, initial, config.participation, config.seed)
-    return NonCooperative(node_ids, initial)
+        return FedAvgMAML(len(combination), initial, config.participation, config.seed)
+    return NonCooperative(len(combination), initial)

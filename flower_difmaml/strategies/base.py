@@ -1,56 +1,37 @@
-"""What every meta-learning strategy holds and sends: one model per agent.
+"""What every meta-learning strategy holds: one model per agent, and the rule that moves them.
 
 Flower's stock ``Strategy`` assumes one global ``ArrayRecord`` and evaluates every round;
 decentralized agents have N models and evaluate every ``eval-every`` rounds, so these
-strategies have hooks of their own, in the same spirit: ``train_messages`` builds each
-agent's message, ``aggregate_train`` takes the replies, ``current_models`` says what
-each agent's model is now (what evaluation and the disagreement metric use).
-Models are flat float64 vectors (see ``records.py``).
+strategies have hooks of their own, in the same spirit, and no I/O: ``train_plan`` says
+which agents adapt this round and from which model, ``aggregate_train`` takes their
+adapted models, ``current_models`` says what each agent's model is now (what evaluation
+and the disagreement metric use). An engine (Flower messages, or the in-process
+vectorised one) carries the plan to the agents. Models are flat float64 vectors.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
-
-from ..records import model_record
 
 
 class MetaStrategy(ABC):
-    """Agents ``k = 0..N-1`` live on the Flower nodes ``node_ids[k]``."""
+    """The server-side rule for agents ``k = 0..N-1``."""
 
     name: str
 
-    def __init__(self, node_ids: Sequence[int]) -> None:
-        self.node_ids = list(node_ids)
-
-    @property
-    def num_agents(self) -> int:
-        return len(self.node_ids)
+    def __init__(self, num_agents: int) -> None:
+        self.num_agents = num_agents
 
     @abstractmethod
-    def train_messages(self, round_: int) -> list[Message]:
-        """The round's train messages (content: ``model`` to adapt from, ``config``)."""
+    def train_plan(self, round_: int) -> dict[int, np.ndarray]:
+        """Agent -> the model it adapts from in round ``round_`` (only the agents that train)."""
 
     @abstractmethod
     def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
-        """Take the replies' models (agent -> flat vector) and their number of tasks."""
+        """Take the adapted models (agent -> flat vector) and each agent's number of tasks."""
 
     @abstractmethod
     def current_models(self) -> np.ndarray:
         """Every agent's current model w_k, shape (N, P)."""
-
-    def evaluate_messages(self, round_: int, steps: Sequence[int]) -> list[Message]:
-        """Ask every agent for the MSE of its current model after ``steps`` adaptation steps."""
-        models = self.current_models()
-        return [
-            self.message(k, models[k], MessageType.EVALUATE, {"round": round_, "steps": list(steps)})
-            for k in range(self.num_agents)
-        ]
-
-    def message(self, agent: int, model: np.ndarray, message_type: str, config: dict) -> Message:
-        content = RecordDict({"model": model_record(model), "config": ConfigRecord(config)})
-        return Message(content, self.node_ids[agent], message_type, group_id=str(config["round"]))

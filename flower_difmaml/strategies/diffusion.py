@@ -14,27 +14,26 @@ the combination of its neighbours' replies with the fixed, known weights a_lk
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-from flwr.app import Message, MessageType
 
 from .base import MetaStrategy
 
 
 class DifMAML(MetaStrategy):
-    """Neighbour gossip with a left-stochastic combination matrix A (A[l, k] = a_lk)."""
+    """Neighbour gossip with a left-stochastic combination matrix A (A[l, k] = a_lk).
+
+    Every agent starts from ``initial``; N is the size of A.
+    """
 
     name = "dif-maml"
 
     def __init__(
         self,
-        node_ids: Sequence[int],
         initial: np.ndarray,
         combination: np.ndarray,
         combine_then_adapt: bool = False,
     ) -> None:
-        super().__init__(node_ids)
+        super().__init__(len(combination))
         if combination.shape != (self.num_agents, self.num_agents):
             raise ValueError(f"combination: shape {combination.shape} does not match {self.num_agents} agents")
         self.combination = combination
@@ -48,9 +47,9 @@ class DifMAML(MetaStrategy):
             self._combined = self.combination.T @ self.replies
         return self._combined
 
-    def train_messages(self, round_: int) -> list[Message]:
+    def train_plan(self, round_: int) -> dict[int, np.ndarray]:
         start = self.combined()
-        return [self.message(k, start[k], MessageType.TRAIN, {"round": round_}) for k in range(self.num_agents)]
+        return {k: start[k] for k in range(self.num_agents)}
 
     def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
         for agent, model in models.items():

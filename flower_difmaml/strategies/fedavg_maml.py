@@ -11,10 +11,7 @@ with uniform weights.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-from flwr.app import Message, MessageType
 
 from .base import MetaStrategy
 
@@ -25,9 +22,9 @@ class FedAvgMAML(MetaStrategy):
     name = "fedavg-maml"
 
     def __init__(
-        self, node_ids: Sequence[int], initial: np.ndarray, participation: float, seed: int
+        self, num_agents: int, initial: np.ndarray, participation: float, seed: int
     ) -> None:
-        super().__init__(node_ids)
+        super().__init__(num_agents)
         self.global_model = np.array(initial, dtype=np.float64)
         self.participation = participation
         self.seed = seed
@@ -40,8 +37,8 @@ class FedAvgMAML(MetaStrategy):
         rng = np.random.default_rng([self.seed, round_])
         return sorted(int(k) for k in rng.choice(self.num_agents, size=size, replace=False))
 
-    def train_messages(self, round_: int) -> list[Message]:
-        return [self.message(k, self.global_model, MessageType.TRAIN, {"round": round_}) for k in self.sample(round_)]
+    def train_plan(self, round_: int) -> dict[int, np.ndarray]:
+        return {k: self.global_model for k in self.sample(round_)}
 
     def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
         if not models:

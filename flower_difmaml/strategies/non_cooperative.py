@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from .diffusion import DifMAML
@@ -14,5 +12,5 @@ class NonCooperative(DifMAML):
 
     name = "non-coop"
 
-    def __init__(self, node_ids: Sequence[int], initial: np.ndarray) -> None:
-        super().__init__(node_ids, initial, np.eye(len(node_ids)))
+    def __init__(self, num_agents: int, initial: np.ndarray) -> None:
+        super().__init__(initial, np.eye(num_agents))
