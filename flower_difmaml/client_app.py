@@ -7,6 +7,7 @@ The agent's index is its node config's ``partition-id`` (set by the simulation, 
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 
 import torch
@@ -51,6 +52,7 @@ def identify(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One meta-step from the received model on this agent's tasks of this round."""
+    start = time.perf_counter()
     learner, agent = _agent(context)
     round_ = int(msg.content["config"]["round"])
     params = learner.layout.params(model_vector(msg.content["model"]))
@@ -61,7 +63,13 @@ def train(msg: Message, context: Context) -> Message:
     reply = RecordDict(
         {
             "model": model_record(learner.layout.vector(new_params)),
-            "metrics": MetricRecord({"train-loss": loss, "num-tasks": learner.config.tasks_per_agent}),
+            "metrics": MetricRecord(
+                {
+                    "train-loss": loss,
+                    "num-tasks": learner.config.tasks_per_agent,
+                    "compute-seconds": time.perf_counter() - start,
+                }
+            ),
         }
     )
     return Message(reply, reply_to=msg)

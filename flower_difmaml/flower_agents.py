@@ -69,6 +69,7 @@ class FlowerAgents:
             models={k: model_vector(r.content["model"]) for k, r in replies.items()},
             num_tasks={k: int(m["num-tasks"]) for k, m in metrics.items()},
             losses={k: float(m["train-loss"]) for k, m in metrics.items()},
+            agent_seconds=sum(float(m["compute-seconds"]) for m in metrics.values()),
         )
 
     def evaluate(self, round_: int, models: np.ndarray, steps: Sequence[int]) -> dict[str, np.ndarray]:

@@ -12,8 +12,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import RunConfig
+
+if TYPE_CHECKING:
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -43,17 +48,25 @@ def write_app_config(app_dir: Path, config: RunConfig) -> None:
     (app_dir / "pyproject.toml").write_text("\n".join(lines) + "\n")
 
 
-def run_flower_simulation(config: RunConfig, num_agents: int, *, cpus_per_agent: float = 1.0) -> None:
+def run_flower_simulation(
+    config: RunConfig,
+    num_agents: int,
+    *,
+    cpus_per_agent: float = 1.0,
+    server_app: ServerApp | None = None,
+    client_app: ClientApp | None = None,
+) -> None:
     """Run ``config`` on ``num_agents`` simulated SuperNodes; results go where it says.
 
+    ``server_app`` / ``client_app`` replace this project's apps (benchmarks use that).
     Raises what the ServerApp raised (e.g. a bad config) after the engine has stopped.
     """
     from flwr.app import Context, RecordDict
     from flwr.supercore.telemetry import EventType
     from flwr.simulation.run_simulation import _run_simulation
 
-    from ..client_app import app as client_app
-    from ..server_app import app as server_app
+    from ..client_app import app as default_client_app
+    from ..server_app import app as default_server_app
 
     with tempfile.TemporaryDirectory(prefix="flower-difmaml-app-") as app_dir:
         write_app_config(Path(app_dir), config)
@@ -63,8 +76,8 @@ def run_flower_simulation(config: RunConfig, num_agents: int, *, cpus_per_agent:
         _run_simulation(
             num_supernodes=num_agents,
             exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-            client_app=client_app,
-            server_app=server_app,
+            client_app=client_app or default_client_app,
+            server_app=server_app or default_server_app,
             backend_config={
                 "client_resources": {"num_cpus": cpus_per_agent, "num_gpus": 0.0},
                 "init_args": {"logging_level": "error", "log_to_driver": False},

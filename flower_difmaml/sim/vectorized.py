@@ -7,6 +7,7 @@ give the same numbers (to float64 round-off).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,7 +42,9 @@ class VectorizedAgents:
         params = self.learner.layout.params(np.stack([plan[k] for k in agents]))
         batch = stack_batches([self.learner.train_batch(k, round_) for k in agents])
         state = {n: torch.stack([self.states[k][n] for k in agents]) for n in self.initial_state}
+        start = time.perf_counter()
         new_params, new_state, losses = self.step(params, state, batch)
+        seconds = time.perf_counter() - start
         for i, k in enumerate(agents):
             self.states[k] = {n: v[i] for n, v in new_state.items()}
         vectors = self.learner.layout.vector(new_params)
@@ -50,6 +53,7 @@ class VectorizedAgents:
             models={k: vectors[i] for i, k in enumerate(agents)},
             num_tasks={k: tasks for k in agents},
             losses={k: float(losses[i]) for i, k in enumerate(agents)},
+            agent_seconds=seconds,
         )
 
     def evaluation_batches(self) -> dict[str, TaskBatch]:

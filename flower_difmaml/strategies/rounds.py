@@ -21,11 +21,13 @@ from .base import MetaStrategy
 
 @dataclass
 class TrainReplies:
-    """What the agents that trained sent back: adapted models, task counts, meta-losses."""
+    """What the agents that trained sent back: adapted models, task counts, meta-losses,
+    and the seconds the agents spent computing (summed over agents)."""
 
     models: dict[int, np.ndarray]
     num_tasks: dict[int, int]
     losses: dict[int, float]
+    agent_seconds: float
 
 
 class Engine(Protocol):
@@ -69,7 +71,11 @@ def run_rounds(
     for round_ in range(1, num_rounds + 1):
         replies = engine.train(round_, strategy.train_plan(round_))
         strategy.aggregate_train(round_, replies.models, replies.num_tasks)
-        line: dict = {"train-loss": float(np.mean(list(replies.losses.values()))), "replies": len(replies.models)}
+        line: dict = {
+            "train-loss": float(np.mean(list(replies.losses.values()))),
+            "replies": len(replies.models),
+            "agent-seconds": round(replies.agent_seconds, 6),
+        }
         if round_ % eval_every == 0 or round_ == num_rounds:
             line.update(evaluate(round_, EVAL_STEPS if round_ == num_rounds else REPORTED_STEPS))
             progress(progress_line(round_, num_rounds, line, time.perf_counter() - start))

@@ -85,11 +85,11 @@ class SinusoidTasks:
         amplitude, phase = self._draw(rng, num_tasks, agent)
         x_support = rng.uniform(*self.x_range, size=(num_tasks, shots, 1))
         grid = np.linspace(*self.x_range, EVAL_QUERY_POINTS).reshape(1, -1, 1)
-        x_query = np.broadcast_to(grid, (num_tasks, EVAL_QUERY_POINTS, 1))
+        x_query = np.repeat(grid, num_tasks, axis=0)
         return TaskBatch(
             self._tensor(x_support),
             self._tensor(amplitude * np.sin(x_support - phase)),
-            self._tensor(np.ascontiguousarray(x_query)),
+            self._tensor(x_query),
             self._tensor(amplitude * np.sin(x_query - phase)),
         )
 

@@ -1,0 +1,54 @@
+"""Benchmark: wall time of a 5000-round, 3-strategy reproduction, with each engine.
+
+The default experiment (10 agents, seed 0) at 5000 rounds for dif-maml, fedavg-maml and
+non-coop, once in Flower's simulation engine (Ray, in-process) and once in the vectorised
+engine. Writes the wall times and final metrics of each run to
+benchmarks/results/reproduction_time.json.
+
+    python benchmarks/reproduction_time.py [--rounds 5000] [--engines vectorized,flower]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from flower_difmaml.config import RunConfig
+from flower_difmaml.sim.engine import run_flower_simulation
+from flower_difmaml.sim.vectorized import run_vectorized
+
+RESULTS = Path(__file__).parent / "results" / "reproduction_time.json"
+STRATEGIES = ("dif-maml", "fedavg-maml", "non-coop")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5000)
+    parser.add_argument("--engines", default="vectorized,flower")
+    args = parser.parse_args()
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for engine in args.engines.split(","):
+            engine_start = time.perf_counter()
+            for strategy in STRATEGIES:
+                config = RunConfig(strategy=strategy, num_rounds=args.rounds, results_dir=tmp, run_name=f"{engine}-{strategy}")
+                start = time.perf_counter()
+                if engine == "flower":
+                    run_flower_simulation(config, 10)
+                else:
+                    run_vectorized(config, 10, progress=lambda line: None)
+                summary = json.loads((Path(tmp) / config.run_name / "summary.json").read_text())
+                runs.append({"engine": engine, "strategy": strategy, "wall_s": time.perf_counter() - start, "final": summary["final"]})
+                print(json.dumps(runs[-1]), flush=True)
+            print(f"{engine}: {time.perf_counter() - engine_start:.1f} s for {len(STRATEGIES)} strategies", flush=True)
+    totals = {e: sum(r["wall_s"] for r in runs if r["engine"] == e) for e in args.engines.split(",")}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"benchmark": __doc__.splitlines()[0], "rounds": args.rounds, "total_s": totals, "runs": runs}, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
