@@ -1,4 +1,9 @@
-"""``python -m flower_difmaml.sim run --engine vectorized|flower -c "key=value ..."``."""
+"""Command line (also ``flower-difmaml``)::
+
+    python -m flower_difmaml.sim run --engine vectorized|flower -c "key=value ..."
+    python -m flower_difmaml.sim compare --strategies dif-maml,fedavg-maml,non-coop --seeds 0,1,2 [-c ...]
+    python -m flower_difmaml.sim report <folder>
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import argparse
 import shlex
 import sys
 import tomllib
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, RunConfig
@@ -34,12 +41,28 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--engine", choices=ENGINES, default="vectorized")
     run.add_argument("--num-agents", type=int, default=10)
     run.add_argument("-c", "--run-config", default="", help='overrides, e.g. "strategy=\'non-coop\' num-rounds=100"')
+    compare = commands.add_parser("compare", help="several strategies x seeds, one table and plots")
+    compare.add_argument("--strategies", default="dif-maml,fedavg-maml,non-coop")
+    compare.add_argument("--seeds", default="0,1,2")
+    compare.add_argument("--engine", choices=ENGINES, default="flower")
+    compare.add_argument("--num-agents", type=int, default=10)
+    compare.add_argument("--out", default="", help="folder (default: <results-dir>/compare-<UTC time>)")
+    compare.add_argument("-c", "--run-config", default="")
+    report = commands.add_parser("report", help="redraw a comparison's table and plots")
+    report.add_argument("folder")
     args = parser.parse_args(argv)
 
     try:
+        if args.command == "report":
+            from .compare import report as write_report
+
+            print(write_report(Path(args.folder).expanduser().resolve()))
+            return 0
         config = RunConfig.from_mapping({**RunConfig().to_mapping(), **parse_overrides(args.run_config)})
         if args.num_agents < 1:
             raise ConfigError(f"num-agents: {args.num_agents} out of range; allowed: >= 1")
+        if args.command == "compare":
+            return _compare(args, config)
         if args.engine == "vectorized":
             from .vectorized import run_vectorized
 
@@ -52,6 +75,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _compare(args: argparse.Namespace, config: RunConfig) -> int:
+    from .compare import compare
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"seeds: {args.seeds!r}; allowed: comma-separated integers >= 0") from None
+    for strategy in strategies:  # every name checked before the first run starts
+        config.replace(strategy=strategy)
+    for seed in seeds:
+        config.replace(seed=seed)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = Path(args.out or Path(config.results_dir) / f"compare-{stamp}").expanduser().resolve()
+    failed = compare(config, strategies, seeds, folder, num_agents=args.num_agents, engine=args.engine)
+    print(f"comparison written to {folder}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

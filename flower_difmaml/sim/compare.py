@@ -1,0 +1,115 @@
+"""Several strategies x seeds on one graph: runs, one table (mean ± std over seeds), plots.
+
+    python -m flower_difmaml.sim compare --strategies dif-maml,fedavg-maml,non-coop --seeds 0,1,2 -c "..."
+    python -m flower_difmaml.sim report <folder>
+
+Every run uses the same config but for ``strategy`` and ``seed``: the same graph
+(``topology-seed``), and for one seed the same tasks and initial model across strategies.
+The runs go to ``<folder>/runs/<strategy>-seed<seed>/``; the table and plots are drawn from
+their files only, so ``report`` redraws them at any time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..config import RunConfig
+from .results import FINAL_KEYS, read_metrics
+
+RUNS = "runs"
+
+
+def run_name(strategy: str, seed: int) -> str:
+    return f"{strategy}-seed{seed}"
+
+
+def compare(
+    base: RunConfig,
+    strategies: Sequence[str],
+    seeds: Sequence[int],
+    folder: Path,
+    *,
+    num_agents: int,
+    engine: str = "flower",
+    progress: Callable[[str], None] = print,
+) -> list[str]:
+    """Run every strategy x seed (a failing run is reported; the others still run), then
+    write the report. Returns the names of the runs that failed."""
+    from .engine import run_flower_simulation
+    from .vectorized import run_vectorized
+
+    folder.mkdir(parents=True, exist_ok=True)
+    total, failed = len(strategies) * len(seeds), []
+    for i, (strategy, seed) in enumerate(((s, seed) for s in strategies for seed in seeds), start=1):
+        name = run_name(strategy, seed)
+        start = time.perf_counter()
+        try:
+            config = base.replace(strategy=strategy, seed=seed, results_dir=str(folder / RUNS), run_name=name)
+            if engine == "vectorized":
+                run_vectorized(config, num_agents, progress=lambda line: None)
+            else:
+                run_flower_simulation(config, num_agents)
+            final = json.loads((folder / RUNS / name / "summary.json").read_text())["final"]
+            progress(f"[{i}/{total}] {name}: full-mse-1 {final['full-mse-1']:.4f} own-mse-1 {final['own-mse-1']:.4f} "
+                     f"({time.perf_counter() - start:.1f} s)")
+        except Exception as error:  # noqa: BLE001 - one failed run must not stop the others
+            failed.append(name)
+            progress(f"[{i}/{total}] {name}: FAILED: {' '.join(str(error).split())}")
+    progress(report(folder))
+    return failed
+
+
+def _runs(folder: Path) -> dict[str, list[Path]]:
+    """Finished runs (with a summary.json), grouped by strategy, in seed order."""
+    groups: dict[str, list[Path]] = {}
+    for summary in sorted((folder / RUNS).glob("*/summary.json")):
+        config = json.loads((summary.parent / "config.json").read_text())
+        groups.setdefault(config["strategy"], []).append(summary.parent)
+    if not groups:
+        raise ValueError(f"report: no finished runs under {folder / RUNS}")
+    return groups
+
+
+def table(folder: Path) -> list[dict]:
+    """One row per strategy: mean and std over seeds of every ``final`` metric."""
+    rows = []
+    for strategy, runs in _runs(folder).items():
+        finals = [json.loads((run / "summary.json").read_text())["final"] for run in runs]
+        row: dict = {"strategy": strategy, "seeds": len(runs)}
+        for key in FINAL_KEYS:
+            values = np.array([f[key] for f in finals], dtype=np.float64)
+            row[f"{key}-mean"] = float(values.mean())
+            row[f"{key}-std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    header = "| strategy | seeds | " + " | ".join(FINAL_KEYS) + " |"
+    lines = [header, "|---|---:|" + "---:|" * len(FINAL_KEYS)]
+    for row in rows:
+        cells = [f"{row[f'{k}-mean']:.4g} ± {row[f'{k}-std']:.2g}" for k in FINAL_KEYS]
+        lines.append(f"| {row['strategy']} | {row['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(folder: Path) -> str:
+    """Write comparison.csv and the plots from the runs' files; return the Markdown table."""
+    folder = Path(folder)
+    rows = table(folder)
+    with open(folder / "comparison.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    from .plots import plot_comparison  # matplotlib only when drawing
+
+    plot_comparison(folder, {strategy: [read_metrics(run) for run in runs] for strategy, runs in _runs(folder).items()})
+    text = markdown(rows)
+    (folder / "comparison.md").write_text(text + "\n")
+    return text
