@@ -8,7 +8,7 @@ give the same numbers (to float64 round-off).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -77,6 +77,6 @@ class VectorizedAgents:
         return out
 
 
-def run_vectorized(config: RunConfig, num_agents: int, *, progress=print) -> dict:
+def run_vectorized(config: RunConfig, num_agents: int, *, progress: Callable[[str], None] = print) -> dict:
     """Run ``config`` on ``num_agents`` agents in this process; returns the summary."""
     return run_experiment(config, num_agents, VectorizedAgents, progress=progress, extra={"engine": "vectorized"})
