@@ -76,10 +76,10 @@ def _runs(folder: Path) -> dict[str, list[Path]]:
     return groups
 
 
-def table(folder: Path) -> list[dict]:
+def table(folder: Path, groups: dict[str, list[Path]] | None = None) -> list[dict]:
     """One row per strategy: mean and std over seeds of every ``final`` metric."""
     rows = []
-    for strategy, runs in _runs(folder).items():
+    for strategy, runs in (groups or _runs(folder)).items():
         finals = [json.loads((run / "summary.json").read_text())["final"] for run in runs]
         row: dict = {"strategy": strategy, "seeds": len(runs)}
         for key in FINAL_KEYS:
@@ -102,14 +102,15 @@ def markdown(rows: list[dict]) -> str:
 def report(folder: Path) -> str:
     """Write comparison.csv and the plots from the runs' files; return the Markdown table."""
     folder = Path(folder)
-    rows = table(folder)
+    groups = _runs(folder)
+    rows = table(folder, groups)
     with open(folder / "comparison.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     from .plots import plot_comparison  # matplotlib only when drawing
 
-    plot_comparison(folder, {strategy: [read_metrics(run) for run in runs] for strategy, runs in _runs(folder).items()})
+    plot_comparison(folder, {strategy: [read_metrics(run) for run in runs] for strategy, runs in groups.items()})
     text = markdown(rows)
     (folder / "comparison.md").write_text(text + "\n")
     return text

@@ -49,7 +49,7 @@ def evaluation_metrics(curves: dict[str, np.ndarray], steps: Sequence[int], mode
 
     ``curves`` maps "full" / "own" to arrays of shape (N, len(steps)); ``models`` is (N, P).
     Gives the means over agents after 0, 1 and 10 steps, the per-agent values, the mean
-    curve over 0..10 steps when all were evaluated, and the network disagreement
+    curve when every step from 0 up was evaluated, and the network disagreement
     (1/N) sum_k ||w_k - mean_l w_l||^2.
     """
     steps = list(steps)
@@ -61,7 +61,7 @@ def evaluation_metrics(curves: dict[str, np.ndarray], steps: Sequence[int], mode
             values = curve[:, steps.index(step)]
             out[key] = float(values.mean())
             agents[key] = [float(v) for v in values]
-        if steps == list(range(11)):
+        if steps == list(range(max(steps) + 1)):
             out[f"{source}-mse-curve"] = [float(v) for v in curve.mean(axis=0)]
     out["disagreement"] = float(np.mean(np.sum((models - models.mean(axis=0)) ** 2, axis=1)))
     out["agents"] = agents
@@ -74,7 +74,6 @@ class RunRecorder:
     def __init__(self, run_dir: Path, config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
         self.run_dir = run_dir
         self.run_dir.mkdir(parents=True, exist_ok=False)
-        self.config = config
         self.extra = extra or {}
         write_json_atomically(run_dir / "config.json", {**config, **self.extra})
         self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
