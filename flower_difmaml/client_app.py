@@ -2,7 +2,9 @@
 
 The agent's index is its node config's ``partition-id`` (set by the simulation, or by
 ``--node-config`` on a real SuperNode); its meta-optimizer state lives in
-``context.state`` between rounds and is never shared.
+``context.state`` between rounds and is only sent for a checkpoint (``return-state``).
+With run-config key ``fail-prob`` a training call fails on purpose (seeded by seed, agent
+and round) and Flower returns an error reply, the path a real failure takes.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from .config import RunConfig
+from .faults import InjectedFailure, agent_fails
 from .learner import MetaLearner
-from .records import model_record, model_vector
+from .records import OPTIMIZER_STATE, model_record, model_vector
 
 torch.set_num_threads(1)  # one Ray actor per core: no oversubscription
-
-OPTIMIZER_STATE = "meta-optimizer"
 
 app = ClientApp()
 
@@ -51,12 +52,19 @@ def identify(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """One meta-step from the received model on this agent's tasks of this round."""
+    """One meta-step from the received model on this agent's tasks of this round.
+
+    A meta-optimizer state in the message (resume) replaces the one in ``context.state``.
+    """
     start = time.perf_counter()
     learner, agent = _agent(context)
-    round_ = int(msg.content["config"]["round"])
+    config = msg.content["config"]
+    round_ = int(config["round"])
+    if agent_fails(learner.config.seed, agent, round_, learner.config.fail_prob):
+        raise InjectedFailure()
     params = learner.layout.params(model_vector(msg.content["model"]))
-    state = context.state[OPTIMIZER_STATE].to_torch_state_dict() if OPTIMIZER_STATE in context.state else {}
+    saved = msg.content[OPTIMIZER_STATE] if OPTIMIZER_STATE in msg.content else context.state.get(OPTIMIZER_STATE)
+    state = saved.to_torch_state_dict() if saved is not None else {}
     new_params, new_state, loss = learner.train_step(params, state, agent, round_)
     if new_state:
         context.state[OPTIMIZER_STATE] = ArrayRecord(new_state)
@@ -72,6 +80,8 @@ def train(msg: Message, context: Context) -> Message:
             ),
         }
     )
+    if config.get("return-state") and new_state:
+        reply[OPTIMIZER_STATE] = context.state[OPTIMIZER_STATE]
     return Message(reply, reply_to=msg)
 
 

@@ -30,8 +30,10 @@ def _choice(*allowed: str) -> dict[str, Any]:
     return {"metadata": {"choices": allowed}}
 
 
-def _range(low: float | None = None, high: float | None = None, *, low_open: bool = False) -> dict[str, Any]:
-    return {"metadata": {"range": (low, high, low_open)}}
+def _range(
+    low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False
+) -> dict[str, Any]:
+    return {"metadata": {"range": (low, high, low_open, high_open)}}
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,11 @@ class RunConfig:
     meta_optimizer: str = field(default="sgd", **_choice(*META_OPTIMIZERS))
     meta_lr: float = field(default=0.03, **_range(0.0, None, low_open=True))
     participation: float = field(default=1.0, **_range(0.0, 1.0, low_open=True))
+    fail_prob: float = field(default=0.0, **_range(0.0, 1.0, high_open=True))
+    link_drop_prob: float = field(default=0.0, **_range(0.0, 1.0))
+    reply_timeout: float = field(default=600.0, **_range(0.0, None, low_open=True))
+    checkpoint_every: int = field(default=100, **_range(0))
+    resume_from: str = ""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -112,14 +119,14 @@ def _check(f: dataclasses.Field, value: Any) -> None:
         raise ConfigError(f"{key}: unknown {value!r}; allowed: {', '.join(choices)}")
     bounds = f.metadata.get("range")
     if bounds is not None:
-        low, high, low_open = bounds
+        low, high, low_open, high_open = bounds
         too_low = low is not None and (value <= low if low_open else value < low)
-        too_high = high is not None and value > high
-        if too_low or too_high:
-            raise ConfigError(f"{key}: {value!r} out of range; allowed: {_describe(low, high, low_open)}")
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high or value != value:  # NaN is never in range
+            raise ConfigError(f"{key}: {value!r} out of range; allowed: {_describe(*bounds)}")
 
 
-def _describe(low: float | None, high: float | None, low_open: bool) -> str:
+def _describe(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
     if high is None:
         return f"{'>' if low_open else '>='} {low}"
-    return f"{'(' if low_open else '['}{low}, {high}]"
+    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"

@@ -2,6 +2,8 @@
 
 Replies are pulled with a short exponential back-off (1 ms up to 20 ms) instead of the
 grid's fixed 0.1 s sleep, so a round costs the engine's pick-up plus the agents' compute.
+An error reply, no reply within ``reply-timeout``, or a reply that cannot be decoded makes
+the agent a failed one for that message; the round loop goes on without it.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from .records import model_record, model_vector
+from .records import OPTIMIZER_STATE, model_record, model_vector
 from .strategies.rounds import TrainReplies
 
 
@@ -37,46 +40,82 @@ def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[Messag
 
 
 class FlowerAgents:
-    """Agents ``k = 0..N-1`` on the Flower nodes ``node_ids[k]``."""
+    """Agents ``k = 0..N-1`` on the Flower nodes ``node_ids[k]``.
 
-    def __init__(self, grid: Grid, node_ids: Sequence[int], timeout: float) -> None:
+    With ``keep_states`` (checkpointing with a stateful meta-optimizer) every training reply
+    carries the agent's meta-optimizer state, and the latest one of each agent is kept here
+    for the checkpoint; on resume each agent gets its state back with its next message.
+    """
+
+    def __init__(self, grid: Grid, node_ids: Sequence[int], timeout: float, keep_states: bool = False) -> None:
         self.grid = grid
         self.node_ids = list(node_ids)
         self.agent_of = {node_id: k for k, node_id in enumerate(self.node_ids)}
         self.timeout = timeout
+        self.keep_states = keep_states
+        self.states: dict[int, dict[str, np.ndarray]] = {}
+        self.states_to_send: dict[int, dict[str, np.ndarray]] = {}
 
     def _message(self, agent: int, model: np.ndarray, message_type: str, config: dict) -> Message:
         content = RecordDict({"model": model_record(model), "config": ConfigRecord(config)})
+        if message_type == MessageType.TRAIN and agent in self.states_to_send:
+            state = self.states_to_send[agent]
+            content[OPTIMIZER_STATE] = ArrayRecord({n: torch.from_numpy(np.array(v)) for n, v in state.items()})
         return Message(content, self.node_ids[agent], message_type, group_id=str(config["round"]))
 
-    def _send(self, messages: list[Message], what: str) -> dict[int, Message]:
-        """Replies keyed by agent; an error or a missing reply stops the run, naming the agent."""
-        out = {}
+    def _send(self, messages: list[Message]) -> tuple[dict[int, Message], dict[int, str]]:
+        """Replies keyed by agent, and why the other agents failed (error reply, time-out)."""
+        replies, failed = {}, {}
         for reply in exchange(self.grid, messages, self.timeout):
             agent = self.agent_of[reply.metadata.src_node_id]
             if reply.has_error():
-                raise RuntimeError(f"{what}: agent {agent} failed: {reply.error.reason}")
-            out[agent] = reply
-        if len(out) != len(messages):
-            raise RuntimeError(f"{what}: {len(messages) - len(out)} of {len(messages)} agents did not reply")
-        return out
+                failed[agent] = reply.error.reason
+            else:
+                replies[agent] = reply
+        for message in messages:
+            agent = self.agent_of[message.metadata.dst_node_id]
+            if agent not in replies and agent not in failed:
+                failed[agent] = f"no reply within reply-timeout = {self.timeout} s"
+        return replies, failed
 
     def train(self, round_: int, plan: dict[int, np.ndarray]) -> TrainReplies:
-        messages = [self._message(k, model, MessageType.TRAIN, {"round": round_}) for k, model in plan.items()]
-        replies = self._send(messages, f"round {round_} train")
-        metrics = {k: r.content["metrics"] for k, r in replies.items()}
-        return TrainReplies(
-            models={k: model_vector(r.content["model"]) for k, r in replies.items()},
-            num_tasks={k: int(m["num-tasks"]) for k, m in metrics.items()},
-            losses={k: float(m["train-loss"]) for k, m in metrics.items()},
-            agent_seconds=sum(float(m["compute-seconds"]) for m in metrics.values()),
-        )
+        config = {"round": round_, "return-state": self.keep_states}
+        messages = [self._message(k, model, MessageType.TRAIN, config) for k, model in plan.items()]
+        replies, failed = self._send(messages)
+        out = TrainReplies({}, {}, {}, 0.0, failed)
+        for k, reply in replies.items():
+            try:
+                metrics = reply.content["metrics"]
+                out.models[k] = model_vector(reply.content["model"])
+                out.num_tasks[k] = int(metrics["num-tasks"])
+                out.losses[k] = float(metrics["train-loss"])
+                out.agent_seconds += float(metrics["compute-seconds"])
+                if OPTIMIZER_STATE in reply.content:
+                    self.states[k] = {n: a.numpy() for n, a in reply.content[OPTIMIZER_STATE].items()}
+            except (KeyError, TypeError, ValueError) as error:
+                failed[k] = f"reply rejected: cannot decode it: {error!r}"
+                for part in (out.models, out.num_tasks, out.losses):
+                    part.pop(k, None)
+                continue
+            self.states_to_send.pop(k, None)
+        return out
 
     def evaluate(self, round_: int, models: np.ndarray, steps: Sequence[int]) -> dict[str, np.ndarray]:
+        """NaN rows for agents that failed or sent something else than len(steps) numbers."""
         config = {"round": round_, "steps": list(steps)}
         messages = [self._message(k, models[k], MessageType.EVALUATE, config) for k in range(len(self.node_ids))]
-        replies = self._send(messages, f"round {round_} evaluate")
-        return {
-            source: np.array([replies[k].content["metrics"][f"{source}-mse"] for k in range(len(self.node_ids))])
-            for source in ("full", "own")
-        }
+        replies, _ = self._send(messages)
+        out = {source: np.full((len(self.node_ids), len(steps)), np.nan) for source in ("full", "own")}
+        for k, reply in replies.items():
+            for source, curves in out.items():
+                try:
+                    curves[k] = np.asarray(reply.content["metrics"][f"{source}-mse"], dtype=np.float64)
+                except (KeyError, TypeError, ValueError):
+                    pass
+        return out
+
+    def optimizer_states(self) -> dict[int, dict[str, np.ndarray]]:
+        return {**self.states_to_send, **self.states}
+
+    def load_optimizer_states(self, states: dict[int, dict[str, np.ndarray]]) -> None:
+        self.states_to_send = dict(states)

@@ -11,6 +11,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord
 
 MODEL_KEY = "flat"
+OPTIMIZER_STATE = "meta-optimizer"  # an agent's meta-optimizer state: in context.state, and in
+# a message when it travels for a checkpoint (reply) or a resume (train message)
 
 
 def model_record(vector: np.ndarray) -> ArrayRecord:

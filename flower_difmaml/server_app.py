@@ -11,9 +11,9 @@ from flwr.serverapp import Grid, ServerApp
 
 from .config import RunConfig
 from .flower_agents import FlowerAgents, exchange
+from .learner import MetaLearner
 from .sim.experiment import run_experiment
 
-REPLY_TIMEOUT = 600.0  # seconds an agent may take for one message
 DISCOVERY_TIMEOUT = 120.0  # seconds to wait for every agent's node to connect
 
 app = ServerApp()
@@ -52,6 +52,11 @@ def discover_agents(grid: Grid, timeout: float = DISCOVERY_TIMEOUT) -> list[int]
     raise TimeoutError(f"only {len(agents)} of {sorted(expected) or '?'} agents connected within {timeout} s")
 
 
+def _keeps_state(learner: MetaLearner) -> bool:
+    """Agents send their meta-optimizer state when there is one and checkpoints need it."""
+    return learner.config.checkpoint_every > 0 and bool(learner.optimizer.init(learner.initial_parameters()))
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     config = RunConfig.from_mapping(context.run_config)
@@ -59,7 +64,7 @@ def main(grid: Grid, context: Context) -> None:
     run_experiment(
         config,
         len(node_ids),
-        lambda learner: FlowerAgents(grid, node_ids, REPLY_TIMEOUT),
+        lambda learner: FlowerAgents(grid, node_ids, config.reply_timeout, keep_states=_keeps_state(learner)),
         progress=lambda line: log(INFO, line),
         extra={"engine": "flower"},
     )

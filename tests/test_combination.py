@@ -265,3 +265,42 @@ def test_validate_returns_a_float64_copy() -> None:
     assert validated.dtype == np.float64
     validated[0, 0] = 0.0
     assert A[0, 0] == 1
+
+
+def test_restricted_combination_renormalises_over_senders_and_keeps_lonely_agents() -> None:
+    from flower_difmaml.sim.combination import restricted_combination
+
+    A = np.array([[0.5, 0.25, 0.0], [0.5, 0.5, 0.5], [0.0, 0.25, 0.5]])
+    assert restricted_combination(A, np.ones((3, 1), dtype=bool)) is A
+    restricted = restricted_combination(A, np.array([[True], [False], [True]]))
+    # column 0: a_00 only -> 1; column 1: 0.25, 0.25 over 0.5 -> 0.5, 0.5; column 2: a_22 -> 1
+    np.testing.assert_allclose(restricted, [[1.0, 0.5, 0.0], [0.0, 0.0, 0.0], [0.0, 0.5, 1.0]])
+    lonely = restricted_combination(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[True], [False]]))
+    np.testing.assert_allclose(lonely, [[1.0, 1.0], [0.0, 0.0]])  # agent 0 heard nobody: keeps its model
+    np.testing.assert_allclose(restricted.sum(axis=0), 1.0)
+
+
+def test_dropping_links_apply_the_rule_to_each_rounds_graph() -> None:
+    from flower_difmaml.sim.network import DroppingLinks
+
+    graph = make_graph("ring", 6)
+    links = DroppingLinks(graph, "metropolis", metropolis_weights(graph), 0.5, seed=1)
+    A_3 = links(3)
+    up = nx.Graph()
+    up.add_nodes_from(range(6))
+    up.add_edges_from(links.edges_up(3))
+    np.testing.assert_array_equal(A_3, metropolis_weights(up))
+    assert links.links_down(3) == 6 - up.number_of_edges()
+    assert any(not np.array_equal(links(r), A_3) for r in range(4, 10))
+    np.testing.assert_array_equal(DroppingLinks(graph, "metropolis", metropolis_weights(graph), 0.5, seed=1)(3), A_3)
+    never = DroppingLinks(graph, "metropolis", metropolis_weights(graph), 0.0, seed=1)
+    np.testing.assert_array_equal(never(3), metropolis_weights(graph))
+
+
+def test_dropping_links_renormalise_a_matrix_file_over_the_edges_that_are_up() -> None:
+    from flower_difmaml.sim.network import DroppingLinks
+
+    graph = make_graph("complete", 3)
+    A = uniform_weights(graph)
+    links = DroppingLinks(graph, "weights.csv", A, 1.0, seed=0)  # every link down
+    np.testing.assert_allclose(links(1), np.eye(3))

@@ -52,7 +52,15 @@ def test_from_mapping_round_trips() -> None:
         ({"meta-lr": 0}, "meta-lr: 0 out of range; allowed: > 0.0"),
         ({"participation": 1.2}, r"participation: 1.2 out of range; allowed: \(0.0, 1.0\]"),
         ({"run-name": "a/b"}, "run-name: 'a/b' must be a plain folder name"),
-        ({"inner_lr": 0.1}, "inner_lr: unknown key; allowed: combination,"),
+        ({"inner_lr": 0.1}, "inner_lr: unknown key; allowed: checkpoint-every, combination,"),
+        ({"fail-prob": 1.0}, r"fail-prob: 1.0 out of range; allowed: \[0.0, 1.0\)"),
+        ({"fail-prob": -0.1}, "fail-prob: -0.1 out of range"),
+        ({"fail-prob": float("nan")}, "fail-prob: nan out of range"),
+        ({"link-drop-prob": 1.5}, r"link-drop-prob: 1.5 out of range; allowed: \[0.0, 1.0\]"),
+        ({"reply-timeout": 0}, "reply-timeout: 0 out of range; allowed: > 0.0"),
+        ({"checkpoint-every": -5}, "checkpoint-every: -5 out of range; allowed: >= 0"),
+        ({"checkpoint-every": "10"}, "checkpoint-every: '10' is not an integer"),
+        ({"resume-from": 3}, "resume-from: 3 is not a string"),
     ],
 )
 def test_bad_values_name_the_key(mapping: dict, message: str) -> None:

@@ -11,10 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_until_killed
 
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from flower_difmaml import client_app
 from flower_difmaml.config import RunConfig
 from flower_difmaml.learner import MetaLearner
 from flower_difmaml.sim.engine import run_flower_simulation
+from flower_difmaml.records import model_record, model_vector
+from flower_difmaml.sim.__main__ import main
+from flower_difmaml.sim.results import read_metrics
 from flower_difmaml.sim.vectorized import run_vectorized
 
 pytestmark = pytest.mark.slow
@@ -28,6 +36,11 @@ RUNS = {
     "non-coop": dict(strategy="non-coop", topology="ring", meta_optimizer="adam", meta_lr=0.001),
     "fed-sampled": dict(strategy="fedavg-maml", topology="ring", participation=0.5, meta_optimizer="adam", meta_lr=0.003),
     "dif-cta": dict(strategy="dif-maml", topology="ring", combination="metropolis", diffusion_order="cta", first_order=True),
+    "dif-faults": dict(
+        strategy="dif-maml", topology="ring", meta_optimizer="adam", meta_lr=0.003, fail_prob=0.3, link_drop_prob=0.3,
+        checkpoint_every=5,
+    ),
+    "fed-faults": dict(strategy="fedavg-maml", topology="ring", fail_prob=0.3, link_drop_prob=0.2),
 }
 
 
@@ -67,7 +80,7 @@ def test_difmaml_with_identity_equals_non_cooperative(flower_runs: Path) -> None
     assert _final(flower_runs / "non-coop")["disagreement"] > 0  # agents that learn alone drift apart
 
 
-@pytest.mark.parametrize("name", ["dif-complete", "non-coop", "fed-sampled", "dif-cta"])
+@pytest.mark.parametrize("name", ["dif-complete", "non-coop", "fed-sampled", "dif-cta", "dif-faults", "fed-faults"])
 def test_vectorized_engine_gives_the_flower_numbers(flower_runs: Path, tmp_path: Path, name: str) -> None:
     run_vectorized(_config(tmp_path, name), NUM_AGENTS, progress=lambda line: None)
     flower, vectorized = _final(flower_runs / name), _final(tmp_path / name)
@@ -77,6 +90,56 @@ def test_vectorized_engine_gives_the_flower_numbers(flower_runs: Path, tmp_path:
     np.testing.assert_allclose(
         np.load(tmp_path / name / "models.npy"), np.load(flower_runs / name / "models.npy"), rtol=1e-6, atol=1e-9
     )
+    for flower_line, vectorized_line in zip(read_metrics(flower_runs / name), read_metrics(tmp_path / name)):
+        for key in ("replies", "failed", "failed-agents", "links-down"):
+            assert flower_line.get(key) == vectorized_line.get(key), (flower_line["round"], key)
+
+
+def test_failing_agents_went_through_flower_error_replies(flower_runs: Path) -> None:
+    lines = read_metrics(flower_runs / "dif-faults")[1:]
+    assert sum(line["failed"] for line in lines) > 0 and sum(line["links-down"] for line in lines) > 0
+    assert all(line["replies"] + line["failed"] == NUM_AGENTS for line in lines)
+
+
+def _nan_from_agent_1() -> ClientApp:
+    """The project's ClientApp, except that agent 1 replies a model full of NaN."""
+    app = ClientApp()
+    app.query()(client_app.identify)
+    app.evaluate()(client_app.evaluate)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        reply = client_app.train(msg, context)
+        if int(context.node_config["partition-id"]) == 1:
+            reply.content["model"] = model_record(np.full(model_vector(reply.content["model"]).shape, np.nan))
+        return reply
+
+    return app
+
+
+def test_nan_replies_are_rejected_and_the_agent_keeps_its_model(tmp_path: Path) -> None:
+    config = RunConfig(results_dir=str(tmp_path), run_name="nan", topology="ring", **{**SMALL, "num_rounds": 4})
+    run_flower_simulation(config, NUM_AGENTS, client_app=_nan_from_agent_1())
+    lines = read_metrics(tmp_path / "nan")[1:]
+    assert [(line["failed"], line["failed-agents"]) for line in lines] == [(1, [1])] * 4
+    models = np.load(tmp_path / "nan" / "models.npy")
+    assert np.isfinite(models).all()
+    initial = MetaLearner.from_config(config, NUM_AGENTS).initial_vector()
+    np.testing.assert_array_equal(models[1], initial)  # never took a reply, never combined
+    assert np.max(np.abs(models[0] - initial)) > 1e-4
+
+
+def test_a_killed_flower_run_resumes_to_the_same_numbers(flower_runs: Path, tmp_path: Path) -> None:
+    config = _config(tmp_path, "dif-faults")
+    keys = " ".join(f"{k}={json.dumps(v)}" for k, v in config.to_mapping().items() if k != "resume-from")
+    args = ["run", "--engine", "flower", "--num-agents", str(NUM_AGENTS), "-c"]
+    run_until_killed([*args, keys], tmp_path / "dif-faults" / "metrics.jsonl", 7)
+    assert not (tmp_path / "dif-faults" / "summary.json").exists()
+    assert main([*args, f"{keys} resume-from={json.dumps(str(tmp_path / 'dif-faults'))}"]) == 0
+    resumed, whole = _final(tmp_path / "dif-faults"), _final(flower_runs / "dif-faults")
+    assert resumed.keys() == whole.keys()
+    for key in whole:
+        assert resumed[key] == pytest.approx(whole[key], rel=1e-6, abs=1e-12), key
 
 
 def test_bad_graph_fails_before_any_results(tmp_path: Path) -> None:

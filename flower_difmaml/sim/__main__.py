@@ -1,6 +1,7 @@
 """Command line (also ``flower-difmaml``)::
 
     python -m flower_difmaml.sim run --engine vectorized|flower -c "key=value ..."
+    python -m flower_difmaml.sim check [--num-agents N] -c "key=value ..."   (validate only)
     python -m flower_difmaml.sim compare --strategies dif-maml,fedavg-maml,non-coop --seeds 0,1,2 [-c ...]
     python -m flower_difmaml.sim report <folder>
 """
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--engine", choices=ENGINES, default="vectorized")
     run.add_argument("--num-agents", type=int, default=10)
     run.add_argument("-c", "--run-config", default="", help='overrides, e.g. "strategy=\'non-coop\' num-rounds=100"')
+    check = commands.add_parser("check", help="validate a config: keys, graph, matrix, results folder (no Ray)")
+    check.add_argument("--num-agents", type=int, default=10)
+    check.add_argument("-c", "--run-config", default="")
     compare = commands.add_parser("compare", help="several strategies x seeds, one table and plots")
     compare.add_argument("--strategies", default="dif-maml,fedavg-maml,non-coop")
     compare.add_argument("--seeds", default="0,1,2")
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         config = RunConfig.from_mapping({**RunConfig().to_mapping(), **parse_overrides(args.run_config)})
         if args.num_agents < 1:
             raise ConfigError(f"num-agents: {args.num_agents} out of range; allowed: >= 1")
+        if args.command == "check":
+            return _check(config, args.num_agents)
         if args.command == "compare":
             return _compare(args, config)
         if args.engine == "vectorized":
@@ -74,6 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _check(config: RunConfig, num_agents: int) -> int:
+    """Everything a run checks before it starts, without starting it: nothing is written."""
+    from .experiment import set_up_run
+
+    setup = set_up_run(config, num_agents)
+    where = f"resumes {setup.run_dir} after round {setup.checkpoint.round}" if setup.checkpoint else f"writes {setup.run_dir}"
+    print(
+        f"ok: {config.strategy} on {num_agents} agents, {config.topology} graph with {setup.graph.number_of_edges()} "
+        f"edges (connected), {config.combination} weights; {config.num_rounds} rounds; {where}"
+    )
     return 0
 
 

@@ -92,6 +92,27 @@ def combination_matrix(rule: str, graph: nx.Graph, path: str | None = None) -> n
     )
 
 
+def restricted_combination(A: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """The weights renormalised over the usable links (``usable[l, k]``: l's model reaches k):
+
+        a'_lk = a_lk / sum_{m usable for k} a_mk     for usable (l, k), else 0,
+
+    so every column still sums to 1. ``usable`` broadcasts against ``A``: a column
+    ``senders[:, None]`` says which agents sent at all. A column with no weight left (no
+    neighbour of k, nor k itself, reached k) becomes e_k: agent k keeps its own model.
+    ``A`` itself is returned when every link is usable.
+    """
+    usable = np.broadcast_to(np.asarray(usable, dtype=bool), A.shape)
+    if usable.all():
+        return A
+    weights = A * usable
+    totals = weights.sum(axis=0)
+    alone = totals <= 0
+    weights[:, ~alone] /= totals[~alone]
+    weights[:, alone] = np.eye(len(A))[:, alone]
+    return weights
+
+
 def load_combination_matrix(path: str, graph: nx.Graph) -> np.ndarray:
     """Read ``A`` from a .csv (comma-separated, '#' comments) or .npy file and validate it against ``graph``."""
     source = f"combination: {path}"

@@ -3,18 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+import networkx as nx
 import numpy as np
 
 from ..config import RunConfig
 from ..learner import MetaLearner
 from ..strategies import make_strategy
 from ..strategies.rounds import Engine, run_rounds
+from .checkpoint import Checkpoint, resume_point, save_checkpoint
 from .combination import combination_report
-from .network import build_network
-from .results import RunRecorder, resolve_run_dir
+from .network import DroppingLinks, build_network, round_combination
+from .results import RunRecorder, check_writable, resolve_run_dir
+
+
+@dataclass
+class RunSetup:
+    """What a run needs that can be wrong: checked before anything is written or sent."""
+
+    graph: nx.Graph
+    combination: np.ndarray  # A (identity for non-coop)
+    round_combination: np.ndarray | DroppingLinks
+    run_dir: Path
+    checkpoint: Checkpoint | None
+
+
+def set_up_run(config: RunConfig, num_agents: int) -> RunSetup:
+    """Graph (connected, N nodes), combination matrix (valid for the graph), results folder
+    (writable, not taken) or the run to resume; raises ValueError naming the key."""
+    graph, combination = build_network(config, num_agents)
+    checkpoint = None
+    if config.resume_from:
+        run_dir, checkpoint = resume_point(config, num_agents)
+    else:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        run_dir = resolve_run_dir(config.results_dir, config.run_name, f"{config.strategy}-seed{config.seed}-{stamp}")
+        check_writable(run_dir)
+    return RunSetup(graph, combination, round_combination(config, graph, combination), run_dir, checkpoint)
 
 
 def run_experiment(
@@ -25,31 +54,43 @@ def run_experiment(
     progress: Callable[[str], None] = print,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build the network (errors before anything is written), run, write the run folder.
+    """Set up (errors before anything is written), run or resume, write the run folder.
 
     ``engine`` makes the engine from the learner. Returns the run's summary.
     """
-    graph, combination = build_network(config, num_agents)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    run_dir = resolve_run_dir(config.results_dir, config.run_name, f"{config.strategy}-seed{config.seed}-{stamp}")
+    setup = set_up_run(config, num_agents)
+    run_dir, checkpoint = setup.run_dir, setup.checkpoint
     learner = MetaLearner.from_config(config, num_agents)
-    strategy = make_strategy(config, learner.initial_vector(), combination)
+    strategy = make_strategy(config, learner.initial_vector(), setup.round_combination)
     agents = engine(learner)
-
     recorder = RunRecorder(
         run_dir,
         config.to_mapping(),
         extra={
             "num-agents": num_agents,
-            "edges": [list(e) for e in graph.edges],
-            **combination_report(combination),
+            "edges": [list(e) for e in setup.graph.edges],
+            **combination_report(setup.combination),
             **(extra or {}),
         },
+        resume_round=checkpoint.round if checkpoint else 0,
     )
-    np.save(run_dir / "combination.npy", combination)
+    np.save(run_dir / "combination.npy", setup.combination)
+    if checkpoint:
+        strategy.load_state(checkpoint.strategy)
+        agents.load_optimizer_states(checkpoint.optimizer)
+        progress(f"flower-difmaml: resuming {run_dir} after round {checkpoint.round}")
+
+    def save(round_: int) -> None:
+        every = config.checkpoint_every
+        if every and (round_ % every == 0 or round_ == config.num_rounds):
+            save_checkpoint(run_dir, Checkpoint(round_, strategy.state(), agents.optimizer_states()))
+
     progress(f"flower-difmaml: {config.strategy} on {num_agents} agents ({config.topology}, {config.combination}), "
              f"results in {run_dir}")
-    run_rounds(strategy, agents, recorder, num_rounds=config.num_rounds, eval_every=config.eval_every, progress=progress)
+    run_rounds(
+        strategy, agents, recorder, num_rounds=config.num_rounds, eval_every=config.eval_every,
+        start_round=checkpoint.round + 1 if checkpoint else 1, checkpoint=save, progress=progress,
+    )
     np.save(run_dir / "models.npy", strategy.current_models())
     summary = recorder.finish(config.num_rounds)
     final = ", ".join(f"{k} {v:.4g}" for k, v in summary["final"].items())

@@ -37,6 +37,19 @@ def resolve_run_dir(results_dir: str, run_name: str, default_name: str) -> Path:
     return run_dir
 
 
+def check_writable(run_dir: Path) -> None:
+    """Raise ConfigError (key results-dir) unless ``run_dir`` can be created and written."""
+    from ..config import ConfigError
+
+    ancestor = run_dir.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"results-dir: {ancestor} is a file, not a folder; allowed: a folder that can be written")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"results-dir: cannot write in {ancestor} (permission denied); allowed: a writable folder")
+
+
 def write_json_atomically(path: Path, payload: Any) -> None:
     """Write to a temporary file, then rename: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -47,49 +60,72 @@ def write_json_atomically(path: Path, payload: Any) -> None:
 def evaluation_metrics(curves: dict[str, np.ndarray], steps: Sequence[int], models: np.ndarray) -> dict[str, Any]:
     """Round metrics from per-agent MSE after ``steps`` adaptation steps and the models.
 
-    ``curves`` maps "full" / "own" to arrays of shape (N, len(steps)); ``models`` is (N, P).
-    Gives the means over agents after 0, 1 and 10 steps, the per-agent values, the mean
-    curve when every step from 0 up was evaluated, and the network disagreement
-    (1/N) sum_k ||w_k - mean_l w_l||^2.
+    ``curves`` maps "full" / "own" to arrays of shape (N, len(steps)), NaN rows for agents
+    that did not answer; ``models`` is (N, P). Gives the means over the agents that
+    answered after 0, 1 and 10 steps, the per-agent values (None: no answer), the mean
+    curve when every step from 0 up was evaluated, the number of agents evaluated, and
+    the network disagreement (1/N) sum_k ||w_k - mean_l w_l||^2.
     """
     steps = list(steps)
     out: dict[str, Any] = {}
-    agents: dict[str, list[float]] = {}
+    agents: dict[str, list[float | None]] = {}
     for source, curve in curves.items():
+        answered = curve[np.isfinite(curve).all(axis=1)]
         for step in (0, 1, 10):
             key = f"{source}-mse-{step}"
-            values = curve[:, steps.index(step)]
-            out[key] = float(values.mean())
-            agents[key] = [float(v) for v in values]
-        if steps == list(range(max(steps) + 1)):
-            out[f"{source}-mse-curve"] = [float(v) for v in curve.mean(axis=0)]
+            out[key] = float(answered[:, steps.index(step)].mean()) if len(answered) else None
+            agents[key] = [float(v) if np.isfinite(v) else None for v in curve[:, steps.index(step)]]
+        if steps == list(range(max(steps) + 1)) and len(answered):
+            out[f"{source}-mse-curve"] = [float(v) for v in answered.mean(axis=0)]
+        out[f"{source}-evaluated"] = len(answered)
     out["disagreement"] = float(np.mean(np.sum((models - models.mean(axis=0)) ** 2, axis=1)))
     out["agents"] = agents
     return out
 
 
 class RunRecorder:
-    """Creates the run folder and writes its files as the run goes."""
+    """Creates the run folder (or, resuming, reopens it) and writes its files as the run goes."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, run_dir: Path, config: dict[str, Any], extra: dict[str, Any] | None = None, *, resume_round: int = 0
+    ) -> None:
         self.run_dir = run_dir
-        self.run_dir.mkdir(parents=True, exist_ok=False)
         self.extra = extra or {}
-        write_json_atomically(run_dir / "config.json", {**config, **self.extra})
-        self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
-        self._start = time.perf_counter()
         self.last_evaluation: dict[str, Any] | None = None
         self.last_curves: dict[str, list[float]] = {}
+        self._start = time.perf_counter()
+        if resume_round:
+            self._keep_rounds_up_to(resume_round)
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=False)
+        write_json_atomically(run_dir / "config.json", {**config, **self.extra})
+        self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+
+    def _keep_rounds_up_to(self, round_: int) -> None:
+        """Resume: metrics.jsonl keeps the lines up to ``round_`` (later ones are made again)."""
+        lines = [line for line in read_metrics(self.run_dir) if line["round"] <= round_]
+        tmp = self.run_dir / ".metrics.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        os.replace(tmp, self.run_dir / "metrics.jsonl")
+        for line in lines:
+            self._note(line)
+        self._start -= lines[-1]["wall-seconds"] if lines else 0.0
+
+    def _note(self, line: dict[str, Any]) -> None:
+        if "full-mse-1" in line:
+            self.last_evaluation = line
+        if "full-mse-curve" in line:
+            self.last_curves = {k: line[k] for k in ("full-mse-curve", "own-mse-curve")}
+
+    def wall_seconds(self) -> float:
+        return round(time.perf_counter() - self._start, 4)
 
     def record(self, round_: int, metrics: dict[str, Any]) -> dict[str, Any]:
         """Append one round's line (flushed at once) and return it."""
-        line = {"round": round_, "wall-seconds": round(time.perf_counter() - self._start, 4), **metrics}
+        line = {"round": round_, "wall-seconds": self.wall_seconds(), **metrics}
         self._metrics.write(json.dumps(line) + "\n")
         self._metrics.flush()
-        if "full-mse-1" in metrics:
-            self.last_evaluation = line
-        if "full-mse-curve" in metrics:
-            self.last_curves = {k: metrics[k] for k in ("full-mse-curve", "own-mse-curve")}
+        self._note(line)
         return line
 
     def finish(self, num_rounds: int) -> dict[str, Any]:
@@ -99,9 +135,9 @@ class RunRecorder:
         summary = {
             "run-dir": str(self.run_dir),
             "rounds": num_rounds,
-            "wall-seconds": round(time.perf_counter() - self._start, 3),
+            "wall-seconds": round(self.wall_seconds(), 3),
             "final-round": last.get("round"),
-            "final": {k: last[k] for k in FINAL_KEYS if k in last},
+            "final": {k: last[k] for k in FINAL_KEYS if last.get(k) is not None},
             "final-curves": self.last_curves,
             **self.extra,
         }

@@ -15,6 +15,7 @@ import torch
 from torch.func import vmap
 
 from ..config import RunConfig
+from ..faults import INJECTED_FAILURE, agent_fails
 from ..learner import MetaLearner
 from ..meta import TaskBatch
 from ..strategies.rounds import TrainReplies
@@ -38,7 +39,11 @@ class VectorizedAgents:
         self._eval_batches: dict[str, TaskBatch] | None = None
 
     def train(self, round_: int, plan: dict[int, np.ndarray]) -> TrainReplies:
-        agents = sorted(plan)
+        config = self.learner.config
+        failed = {k: INJECTED_FAILURE for k in plan if agent_fails(config.seed, k, round_, config.fail_prob)}
+        agents = sorted(k for k in plan if k not in failed)
+        if not agents:
+            return TrainReplies({}, {}, {}, 0.0, failed)
         params = self.learner.layout.params(np.stack([plan[k] for k in agents]))
         batch = stack_batches([self.learner.train_batch(k, round_) for k in agents])
         state = {n: torch.stack([self.states[k][n] for k in agents]) for n in self.initial_state}
@@ -54,7 +59,15 @@ class VectorizedAgents:
             num_tasks={k: tasks for k in agents},
             losses={k: float(losses[i]) for i, k in enumerate(agents)},
             agent_seconds=seconds,
+            failed=failed,
         )
+
+    def optimizer_states(self) -> dict[int, dict[str, np.ndarray]]:
+        return {k: {n: v.numpy() for n, v in state.items()} for k, state in self.states.items() if state}
+
+    def load_optimizer_states(self, states: dict[int, dict[str, np.ndarray]]) -> None:
+        for k, state in states.items():
+            self.states[k] = {n: torch.from_numpy(np.array(v)) for n, v in state.items()}
 
     def evaluation_batches(self) -> dict[str, TaskBatch]:
         """Every agent's fixed evaluation tasks, stacked (drawn once)."""

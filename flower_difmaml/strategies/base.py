@@ -5,7 +5,8 @@ decentralized agents have N models and evaluate every ``eval-every`` rounds, so 
 strategies have hooks of their own, in the same spirit, and no I/O: ``train_plan`` says
 which agents adapt this round and from which model, ``aggregate_train`` takes their
 adapted models, ``current_models`` says what each agent's model is now (what evaluation
-and the disagreement metric use). An engine (Flower messages, or the in-process
+and the disagreement metric use), ``round_metrics`` adds what the rule did this round to
+metrics.jsonl, ``state``/``load_state`` are what a checkpoint keeps. An engine (Flower messages, or the in-process
 vectorised one) carries the plan to the agents. Models are flat float64 vectors.
 """
 
@@ -35,3 +36,15 @@ class MetaStrategy(ABC):
     @abstractmethod
     def current_models(self) -> np.ndarray:
         """Every agent's current model w_k, shape (N, P)."""
+
+    def round_metrics(self, round_: int) -> dict[str, float]:
+        """Extra numbers for round ``round_``'s line in metrics.jsonl (none by default)."""
+        return {}
+
+    @abstractmethod
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything the rule needs to go on from here (a checkpoint keeps it)."""
+
+    @abstractmethod
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Go on from ``state()`` of an earlier run with the same config."""

@@ -7,22 +7,29 @@ Adapt-then-combine (ATC), round i:
 
 Combine-then-adapt (CTA): psi_k,i = sum_l a_lk w_l,i-1, then w_k,i = psi_k,i - mu grad J_k(psi_k,i).
 
-The strategy is a message bus: it keeps each agent's latest reply and relays to agent k
-the combination of its neighbours' replies with the fixed, known weights a_lk
-(column k of A). It holds no model of its own and averages nothing across the network.
+The strategy is a message bus: it relays to agent k the combination of its neighbours'
+replies with the known weights a_lk (column k of A_i). It holds no model of its own and
+averages nothing across the network. Faults: an agent that does not reply keeps its
+model w_k,i = w_k,i-1; the others combine over the neighbours that did reply, with the
+weights renormalised (``restricted_combination``). In CTA the models combined in round i
+are those that arrived in round i-1. A_i may change with the round (links that drop).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from ..sim.combination import restricted_combination
 from .base import MetaStrategy
 
 
 class DifMAML(MetaStrategy):
     """Neighbour gossip with a left-stochastic combination matrix A (A[l, k] = a_lk).
 
-    Every agent starts from ``initial``; N is the size of A.
+    ``combination`` is A, or a function of the round giving A_i; every agent starts from
+    ``initial``.
     """
 
     name = "dif-maml"
@@ -30,31 +37,48 @@ class DifMAML(MetaStrategy):
     def __init__(
         self,
         initial: np.ndarray,
-        combination: np.ndarray,
+        combination: np.ndarray | Callable[[int], np.ndarray],
         combine_then_adapt: bool = False,
     ) -> None:
-        super().__init__(len(combination))
-        if combination.shape != (self.num_agents, self.num_agents):
-            raise ValueError(f"combination: shape {combination.shape} does not match {self.num_agents} agents")
-        self.combination = combination
+        self.combination_at = combination if callable(combination) else lambda round_: combination
+        first = self.combination_at(1)
+        super().__init__(len(first))
+        if first.shape != (self.num_agents, self.num_agents):
+            raise ValueError(f"combination: shape {first.shape} does not match {self.num_agents} agents")
         self.combine_then_adapt = combine_then_adapt
-        self.replies = np.tile(initial, (self.num_agents, 1))  # phi_l (ATC) or w_l (CTA)
-        self._combined: np.ndarray | None = None
+        self.models = np.tile(np.asarray(initial, dtype=np.float64), (self.num_agents, 1))  # w_k
+        self.arrived = np.ones(self.num_agents, dtype=bool)  # CTA: whose w_k came in last round
 
-    def combined(self) -> np.ndarray:
-        """Row k: sum_l a_lk * replies_l, what agent k starts its next round from."""
-        if self._combined is None:
-            self._combined = self.combination.T @ self.replies
-        return self._combined
+    def _combine(self, round_: int, models: np.ndarray, senders: np.ndarray) -> np.ndarray:
+        """Row k: sum_l a'_lk models_l over the senders, weights renormalised."""
+        return restricted_combination(self.combination_at(round_), senders[:, np.newaxis]).T @ models
 
     def train_plan(self, round_: int) -> dict[int, np.ndarray]:
-        start = self.combined()
+        start = self._combine(round_, self.models, self.arrived) if self.combine_then_adapt else self.models
         return {k: start[k] for k in range(self.num_agents)}
 
     def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
+        replied = np.zeros(self.num_agents, dtype=bool)
+        replied[list(models)] = True
+        phi = self.models.copy()
         for agent, model in models.items():
-            self.replies[agent] = model
-        self._combined = None
+            phi[agent] = model
+        if self.combine_then_adapt:
+            self.models, self.arrived = phi, replied
+        else:
+            combined = self._combine(round_, phi, replied)
+            self.models[replied] = combined[replied]
 
     def current_models(self) -> np.ndarray:
-        return self.replies if self.combine_then_adapt else self.combined()
+        return self.models
+
+    def round_metrics(self, round_: int) -> dict[str, float]:
+        links_down = getattr(self.combination_at, "links_down", None)
+        return {"links-down": links_down(round_)} if links_down else {}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"models": self.models.copy(), "arrived": self.arrived.copy()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.models = np.array(state["models"], dtype=np.float64)
+        self.arrived = np.array(state["arrived"], dtype=bool)

@@ -17,6 +17,8 @@ class Stream(IntEnum):
     TRAIN = 0
     EVAL_FULL = 1
     EVAL_OWN = 2
+    FAILURE = 3  # does the agent fail this round (fail-prob)
+    LINKS = 4  # which links are down this round (link-drop-prob); agent 0 only
 
 
 def task_generator(seed: int, agent: int, round_: int, stream: Stream) -> np.random.Generator:

@@ -1,0 +1,29 @@
+"""Helpers shared by test modules."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def run_until_killed(args: list[str], metrics: Path, after_round: int) -> None:
+    """Start ``python -m flower_difmaml.sim`` with ``args``; SIGKILL its process group once
+    metrics.jsonl has a line for ``after_round``."""
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "flower_difmaml.sim", *args], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if metrics.exists() and any(json.loads(l)["round"] >= after_round for l in metrics.read_text().splitlines() if l.endswith("}")):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
