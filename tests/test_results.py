@@ -46,3 +46,32 @@ def test_recorder_writes_lines_and_summary(tmp_path: Path) -> None:
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk == summary and summary["final"]["full-mse-0"] == 2.0 and summary["num-agents"] == 2
     assert (tmp_path / "run" / "adaptation.png").stat().st_size > 0
+
+
+def test_agents_that_did_not_answer_are_left_out_of_the_means() -> None:
+    curve = np.array([[2.0, 1.0, 0.5], [np.nan, np.nan, np.nan], [4.0, 3.0, 1.5]])
+    metrics = evaluation_metrics({"full": curve, "own": curve}, (0, 1, 10), np.zeros((3, 2)))
+    assert metrics["full-mse-1"] == 2.0 and metrics["full-evaluated"] == 2
+    assert metrics["agents"]["own-mse-10"] == [0.5, None, 1.5]
+    nobody = evaluation_metrics({"full": curve[[1]], "own": curve[[1]]}, (0, 1, 10), np.zeros((1, 2)))
+    assert nobody["full-mse-1"] is None and nobody["own-evaluated"] == 0
+
+
+def test_progress_line_survives_a_round_without_numbers() -> None:
+    from flower_difmaml.strategies.rounds import progress_line
+
+    line = {"train-loss": None, "full-mse-1": None, "full-mse-10": 0.5, "own-mse-1": 1.0, "disagreement": 0.0}
+    text = progress_line(5, 10, line, 2.0, 5)
+    assert "train-loss n/a full-mse-1 n/a full-mse-10 0.5000" in text and "ETA 2 s" in text
+
+
+def test_resumed_recorder_keeps_lines_up_to_the_checkpoint(tmp_path: Path) -> None:
+    recorder = RunRecorder(tmp_path / "run", {"seed": 0})
+    for round_ in range(6):
+        recorder.record(round_, {"full-mse-1": float(round_)} if round_ % 2 == 0 else {})
+    recorder._metrics.close()
+    resumed = RunRecorder(tmp_path / "run", {"seed": 0}, resume_round=3)
+    assert [line["round"] for line in read_metrics(tmp_path / "run")] == [0, 1, 2, 3]
+    assert resumed.last_evaluation["round"] == 2
+    resumed.record(4, {"full-mse-1": 9.0})
+    assert [line["round"] for line in read_metrics(tmp_path / "run")] == [0, 1, 2, 3, 4]

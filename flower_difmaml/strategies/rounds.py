@@ -83,13 +83,13 @@ def checked(replies: TrainReplies, size: int) -> TrainReplies:
 
 
 def progress_line(round_: int, num_rounds: int, line: dict, elapsed: float, done: int) -> str:
+    """One line per evaluation round; ``done`` rounds took ``elapsed`` s (for the ETA)."""
     eta = elapsed / max(done, 1) * (num_rounds - round_)
-    return (
-        f"[round {round_}/{num_rounds}] train-loss {line.get('train-loss') or float('nan'):.4f} "
-        f"full-mse-1 {line['full-mse-1']:.4f} full-mse-10 {line['full-mse-10']:.4f} "
-        f"own-mse-1 {line['own-mse-1']:.4f} disagreement {line['disagreement']:.2e} "
-        f"| {elapsed:.1f} s, ETA {eta:.0f} s"
+    numbers = " ".join(
+        f"{key} {'n/a' if line.get(key) is None else format(line[key], '.4f')}"
+        for key in ("train-loss", "full-mse-1", "full-mse-10", "own-mse-1")
     )
+    return f"[round {round_}/{num_rounds}] {numbers} disagreement {line['disagreement']:.2e} | {elapsed:.1f} s, ETA {eta:.0f} s"
 
 
 def run_rounds(
