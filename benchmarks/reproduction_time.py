@@ -29,9 +29,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5000)
     parser.add_argument("--engines", default="vectorized,flower")
     args = parser.parse_args()
-    runs = []
+    engines = args.engines.split(",")
+    runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for engine in args.engines.split(","):
+        for engine in engines:
             engine_start = time.perf_counter()
             for strategy in STRATEGIES:
                 config = RunConfig(strategy=strategy, num_rounds=args.rounds, results_dir=tmp, run_name=f"{engine}-{strategy}")
@@ -43,11 +44,17 @@ def main() -> None:
                 summary = json.loads((Path(tmp) / config.run_name / "summary.json").read_text())
                 runs.append({"engine": engine, "strategy": strategy, "wall_s": time.perf_counter() - start, "final": summary["final"]})
                 print(json.dumps(runs[-1]), flush=True)
+                write(args.rounds, engines, runs)  # after every run: an interrupted benchmark keeps what it measured
             print(f"{engine}: {time.perf_counter() - engine_start:.1f} s for {len(STRATEGIES)} strategies", flush=True)
-    totals = {e: sum(r["wall_s"] for r in runs if r["engine"] == e) for e in args.engines.split(",")}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"benchmark": __doc__.splitlines()[0], "rounds": args.rounds, "total_s": totals, "runs": runs}, indent=2) + "\n")
     print(f"wrote {RESULTS}")
+
+
+def write(rounds: int, engines: list[str], runs: list[dict]) -> None:
+    totals = {e: sum(r["wall_s"] for r in runs if r["engine"] == e) for e in engines
+              if sum(r["engine"] == e for r in runs) == len(STRATEGIES)}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": __doc__.splitlines()[0], "rounds": rounds, "total_s": totals, "runs": runs}
+    RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 if __name__ == "__main__":
