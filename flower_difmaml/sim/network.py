@@ -38,7 +38,6 @@ class DroppingLinks:
     """
 
     def __init__(self, graph: nx.Graph, rule: str, combination: np.ndarray, link_drop_prob: float, seed: int) -> None:
-        self.graph = graph
         self.rule = rule
         self.combination = combination
         self.link_drop_prob = link_drop_prob

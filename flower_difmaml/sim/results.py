@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..config import ConfigError
+
 FINAL_KEYS = ("full-mse-0", "full-mse-1", "full-mse-10", "own-mse-0", "own-mse-1", "own-mse-10", "disagreement")
 
 
@@ -39,8 +41,6 @@ def resolve_run_dir(results_dir: str, run_name: str, default_name: str) -> Path:
 
 def check_writable(run_dir: Path) -> None:
     """Raise ConfigError (key results-dir) unless ``run_dir`` can be created and written."""
-    from ..config import ConfigError
-
     ancestor = run_dir.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
