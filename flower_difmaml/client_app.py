@@ -4,7 +4,10 @@ The agent's index is its node config's ``partition-id`` (set by the simulation, 
 ``--node-config`` on a real SuperNode); its meta-optimizer state lives in
 ``context.state`` between rounds and is only sent for a checkpoint (``return-state``).
 With run-config key ``fail-prob`` a training call fails on purpose (seeded by seed, agent
-and round) and Flower returns an error reply, the path a real failure takes.
+and round) and Flower returns an error reply, the path a real failure takes. A Byzantine
+agent (keys ``byzantine``, ``byzantine-fraction``) runs this same code and sends its
+attack's model instead of the one it adapted. With ``combination = "resilient"`` the
+agent also combines, on its side, the neighbours' models a ``train.combine`` message brings.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from .clients.resilient import initial_running_losses
 from .config import RunConfig
 from .faults import InjectedFailure, agent_fails
 from .learner import MetaLearner
-from .records import OPTIMIZER_STATE, model_record, model_vector
+from .records import NEIGHBOURS, OPTIMIZER_STATE, RUNNING_LOSSES, model_record, model_vector, models_of
 
 torch.set_num_threads(1)  # one Ray actor per core: no oversubscription
 
@@ -70,7 +74,7 @@ def train(msg: Message, context: Context) -> Message:
         context.state[OPTIMIZER_STATE] = ArrayRecord(new_state)
     reply = RecordDict(
         {
-            "model": model_record(learner.layout.vector(new_params)),
+            "model": model_record(learner.sent_model(learner.layout.vector(new_params), agent, round_)),
             "metrics": MetricRecord(
                 {
                     "train-loss": loss,
@@ -82,6 +86,27 @@ def train(msg: Message, context: Context) -> Message:
     )
     if config.get("return-state") and new_state:
         reply[OPTIMIZER_STATE] = context.state[OPTIMIZER_STATE]
+    return Message(reply, reply_to=msg)
+
+
+@app.train("combine")
+def combine(msg: Message, context: Context) -> Message:
+    """Resilient combination on this agent: score the phi_l in the message on this round's
+    own tasks, update the running losses in ``context.state`` (or those in the message, on
+    resume), keep the neighbours that fit at least as well as its own, weigh by 1/r_kl."""
+    learner, agent = _agent(context)
+    round_ = int(msg.content["config"]["round"])
+    if RUNNING_LOSSES in msg.content:
+        running = model_vector(msg.content[RUNNING_LOSSES])
+    elif RUNNING_LOSSES in context.state:
+        running = model_vector(context.state[RUNNING_LOSSES])
+    else:
+        running = initial_running_losses(learner.num_agents)
+    model, running, kept = learner.resilient_step(agent, round_, models_of(msg.content[NEIGHBOURS]), running)
+    context.state[RUNNING_LOSSES] = model_record(running)
+    reply = RecordDict(
+        {"model": model_record(model), RUNNING_LOSSES: model_record(running), "metrics": MetricRecord({"kept": kept})}
+    )
     return Message(reply, reply_to=msg)
 
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .clients.attacks import ATTACKS
+from .clients.robust import ROBUST_RULES
 from .meta.optimizers import META_OPTIMIZERS
 from .sim.combination import COMBINATION_RULES, MATRIX_FILE_SUFFIXES
 from .sim.graphs import TOPOLOGIES
@@ -20,6 +22,9 @@ from .tasks import HETEROGENEITY, TASK_FAMILIES
 
 STRATEGIES = ("dif-maml", "fedavg-maml", "non-coop")
 DIFFUSION_ORDERS = ("atc", "cta")
+RESILIENT = "resilient"  # the loss-based rule, computed on the agents
+RESILIENT_SCORES = ("current", "fresh")  # which of its own tasks a resilient agent scores models on
+NEIGHBOURHOOD_RULES = (*ROBUST_RULES, RESILIENT)  # rules that use the graph, not a matrix
 
 
 class ConfigError(ValueError):
@@ -71,20 +76,42 @@ class RunConfig:
     reply_timeout: float = field(default=600.0, **_range(0.0, None, low_open=True))
     checkpoint_every: int = field(default=100, **_range(0))
     resume_from: str = ""
+    trim: int = field(default=1, **_range(0))
+    resilient_gamma: float = field(default=0.1, **_range(0.0, 1.0, low_open=True))
+    resilient_score: str = field(default="current", **_choice(*RESILIENT_SCORES))
+    byzantine: str = ""
+    byzantine_fraction: float = field(default=0.0, **_range(0.0, 1.0, high_open=True))
+    attack: str = field(default="gaussian", **_choice(*ATTACKS))
+    attack_scale: float = field(default=1.0, **_range(0.0, None, low_open=True))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
         rule = self.combination
-        if rule not in COMBINATION_RULES and not rule.endswith(MATRIX_FILE_SUFFIXES):
+        if rule not in COMBINATION_RULES + NEIGHBOURHOOD_RULES and not rule.endswith(MATRIX_FILE_SUFFIXES):
             raise ConfigError(
-                f"combination: unknown {rule!r}; allowed: {', '.join(COMBINATION_RULES)}, "
+                f"combination: unknown {rule!r}; allowed: {', '.join(COMBINATION_RULES + NEIGHBOURHOOD_RULES)}, "
                 "or a path to a .csv/.npy matrix file"
             )
+        if rule == RESILIENT and self.diffusion_order != "atc":
+            raise ConfigError("diffusion-order: combination 'resilient' needs 'atc' (adapt, then score and combine)")
+        self.byzantine_ids  # noqa: B018 -- raises ConfigError on a malformed list
+        if self.byzantine and self.byzantine_fraction > 0:
+            raise ConfigError("byzantine: give either byzantine (agent ids) or byzantine-fraction, not both")
         if self.topology == "file" and not self.topology_file:
             raise ConfigError("topology-file: required when topology = 'file'; got ''")
         if "/" in self.run_name or self.run_name in (".", ".."):
             raise ConfigError(f"run-name: {self.run_name!r} must be a plain folder name (no '/')")
+
+    @property
+    def byzantine_ids(self) -> tuple[int, ...]:
+        """Key ``byzantine`` as agent ids: "" or comma-separated non-negative integers ("2,7")."""
+        if not self.byzantine.strip():
+            return ()
+        parts = [part.strip() for part in self.byzantine.split(",")]
+        if not all(part.isdigit() for part in parts):
+            raise ConfigError(f"byzantine: {self.byzantine!r}; allowed: comma-separated agent ids like '2,7', or ''")
+        return tuple(sorted({int(part) for part in parts}))
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> RunConfig:

@@ -16,8 +16,9 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from .records import OPTIMIZER_STATE, model_record, model_vector
-from .strategies.rounds import TrainReplies
+from .records import COMBINE, NEIGHBOURS, OPTIMIZER_STATE, RUNNING_LOSSES, model_record, model_vector, models_record
+from .strategies.base import CombineRequest
+from .strategies.rounds import CombineReplies, TrainReplies
 
 
 def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
@@ -98,6 +99,28 @@ class FlowerAgents:
                     part.pop(k, None)
                 continue
             self.states_to_send.pop(k, None)
+        return out
+
+    def combine(self, round_: int, plan: dict[int, CombineRequest]) -> CombineReplies:
+        """A ``train.combine`` message to each planned agent with the phi_l that reached it
+        (and its running losses, on resume); the reply is its w_k and running losses."""
+        messages = []
+        for k, request in plan.items():
+            content = RecordDict({NEIGHBOURS: models_record(request.models), "config": ConfigRecord({"round": round_})})
+            if request.running_losses is not None:
+                content[RUNNING_LOSSES] = model_record(request.running_losses)
+            messages.append(Message(content, self.node_ids[k], COMBINE, group_id=str(round_)))
+        replies, failed = self._send(messages)
+        out = CombineReplies({}, {}, {}, failed)
+        for k, reply in replies.items():
+            try:
+                model = model_vector(reply.content["model"])
+                running = model_vector(reply.content[RUNNING_LOSSES])
+                kept = [int(l) for l in reply.content["metrics"]["kept"]]
+            except (KeyError, TypeError, ValueError) as error:
+                failed[k] = f"reply rejected: cannot decode it: {error!r}"
+                continue
+            out.models[k], out.running_losses[k], out.kept[k] = model, running, kept
         return out
 
     def evaluate(self, round_: int, models: np.ndarray, steps: Sequence[int]) -> dict[str, np.ndarray]:

@@ -15,10 +15,13 @@ from functools import cached_property
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.func import vmap
 
+from .clients.attacks import attacked_model, byzantine_agents
+from .clients.resilient import resilient_combine
 from .config import RunConfig
 from .meta import MetaOptimizer, Params, TaskBatch, make_meta_optimizer, meta_gradient
-from .meta.maml import evaluate_after_adaptation
+from .meta.maml import evaluate_after_adaptation, meta_objective
 from .meta.optimizers import OptimizerState
 from .models import initial_parameters
 from .tasks import SinusoidTasks, TaskFamily, task_generator
@@ -101,10 +104,10 @@ class MetaLearner:
     def initial_vector(self) -> np.ndarray:
         return self.layout.vector(self.initial_parameters())
 
-    def train_batch(self, agent: int, round_: int) -> TaskBatch:
+    def train_batch(self, agent: int, round_: int, stream: Stream = Stream.TRAIN) -> TaskBatch:
         """Agent ``agent``'s tasks of round ``round_`` from its own distribution."""
         c = self.config
-        rng = task_generator(c.seed, agent, round_, Stream.TRAIN)
+        rng = task_generator(c.seed, agent, round_, stream)
         return self.family.sample(rng, c.tasks_per_agent, c.shots, c.queries, agent)
 
     def meta_step(self, params: Params, state: OptimizerState, batch: TaskBatch) -> tuple[Params, OptimizerState, Tensor]:
@@ -127,6 +130,45 @@ class MetaLearner:
         """:meth:`meta_step` on agent ``agent``'s fresh tasks of round ``round_``."""
         new_params, new_state, loss = self.meta_step(params, state, self.train_batch(agent, round_))
         return new_params, new_state, float(loss)
+
+    @cached_property
+    def byzantine(self) -> frozenset[int]:
+        """The Byzantine agents of this run (keys ``byzantine`` / ``byzantine-fraction``)."""
+        c = self.config
+        return byzantine_agents(c.byzantine_ids, c.byzantine_fraction, c.seed, self.num_agents)
+
+    def sent_model(self, model: np.ndarray, agent: int, round_: int) -> np.ndarray:
+        """What agent ``agent`` sends after adapting to ``model``: the model itself, or, for a
+        Byzantine agent, the attack's model (keys ``attack``, ``attack-scale``)."""
+        if agent not in self.byzantine:
+            return model
+        c = self.config
+        return attacked_model(c.attack, model, c.attack_scale, c.seed, agent, round_)
+
+    def scores(self, models: np.ndarray, agent: int, round_: int) -> np.ndarray:
+        """J_k(phi_l) of eq. (2) for each row phi_l of ``models`` (M, P) on agent ``agent``'s
+        tasks of round ``round_``: the post-adaptation query loss the resilient rule scores.
+
+        ``resilient-score = "current"``: the tasks the agent just adapted on (the authors'
+        rule); ``"fresh"``: other tasks from its own distribution, drawn for scoring only.
+        """
+        c = self.config
+        objective = meta_objective(self.model, c.inner_lr, c.inner_steps, c.first_order, self.family.loss_fn)
+        batch = self.train_batch(agent, round_, Stream.TRAIN if c.resilient_score == "current" else Stream.SCORE)
+        with torch.no_grad():
+            losses = vmap(objective, in_dims=(0, None))(self.layout.params(models), batch)
+        return losses.numpy()
+
+    def resilient_step(
+        self, agent: int, round_: int, models: dict[int, np.ndarray], running_losses: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Agent ``agent``'s resilient combination of the phi_l that reached it in round
+        ``round_``, scored on its own tasks: (w_k, new running losses, kept agents)."""
+        candidates = sorted(models)
+        losses = self.scores(np.stack([models[l] for l in candidates]), agent, round_)
+        return resilient_combine(
+            models, dict(zip(candidates, losses.tolist())), running_losses, agent, self.config.resilient_gamma
+        )
 
     def evaluation_batches(self, agent: int) -> dict[str, TaskBatch]:
         """Agent ``agent``'s evaluation tasks (the same at every evaluation): from the full

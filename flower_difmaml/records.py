@@ -13,6 +13,9 @@ from flwr.app import Array, ArrayRecord
 MODEL_KEY = "flat"
 OPTIMIZER_STATE = "meta-optimizer"  # an agent's meta-optimizer state: in context.state, and in
 # a message when it travels for a checkpoint (reply) or a resume (train message)
+RUNNING_LOSSES = "running-losses"  # a resilient agent's r_k (a flat vector, like a model): in context.state and combine replies
+NEIGHBOURS = "neighbours"  # the phi_l a combine message relays, keyed by agent id
+COMBINE = "train.combine"  # message type of the resilient rule's second exchange
 
 
 def model_record(vector: np.ndarray) -> ArrayRecord:
@@ -21,3 +24,12 @@ def model_record(vector: np.ndarray) -> ArrayRecord:
 
 def model_vector(record: ArrayRecord) -> np.ndarray:
     return record[MODEL_KEY].numpy()
+
+
+def models_record(models: dict[int, np.ndarray]) -> ArrayRecord:
+    """Several agents' flat models, keyed by agent id."""
+    return ArrayRecord({str(k): Array(np.ascontiguousarray(v, dtype=np.float64)) for k, v in models.items()})
+
+
+def models_of(record: ArrayRecord) -> dict[int, np.ndarray]:
+    return {int(k): a.numpy() for k, a in record.items()}

@@ -52,7 +52,7 @@ def test_from_mapping_round_trips() -> None:
         ({"meta-lr": 0}, "meta-lr: 0 out of range; allowed: > 0.0"),
         ({"participation": 1.2}, r"participation: 1.2 out of range; allowed: \(0.0, 1.0\]"),
         ({"run-name": "a/b"}, "run-name: 'a/b' must be a plain folder name"),
-        ({"inner_lr": 0.1}, "inner_lr: unknown key; allowed: checkpoint-every, combination,"),
+        ({"inner_lr": 0.1}, "inner_lr: unknown key; allowed: attack, attack-scale, byzantine, byzantine-fraction, checkpoint-every,"),
         ({"fail-prob": 1.0}, r"fail-prob: 1.0 out of range; allowed: \[0.0, 1.0\)"),
         ({"fail-prob": -0.1}, "fail-prob: -0.1 out of range"),
         ({"fail-prob": float("nan")}, "fail-prob: nan out of range"),

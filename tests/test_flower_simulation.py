@@ -41,6 +41,11 @@ RUNS = {
         checkpoint_every=5,
     ),
     "fed-faults": dict(strategy="fedavg-maml", topology="ring", fail_prob=0.3, link_drop_prob=0.2),
+    "dif-resilient": dict(
+        strategy="dif-maml", topology="complete", combination="resilient", byzantine="2", attack="sign-flip",
+        fail_prob=0.2, resilient_gamma=0.5,
+    ),
+    "dif-median": dict(strategy="dif-maml", topology="complete", combination="median", byzantine="1", attack="gaussian"),
 }
 
 
@@ -80,7 +85,9 @@ def test_difmaml_with_identity_equals_non_cooperative(flower_runs: Path) -> None
     assert _final(flower_runs / "non-coop")["disagreement"] > 0  # agents that learn alone drift apart
 
 
-@pytest.mark.parametrize("name", ["dif-complete", "non-coop", "fed-sampled", "dif-cta", "dif-faults", "fed-faults"])
+@pytest.mark.parametrize(
+    "name", ["dif-complete", "non-coop", "fed-sampled", "dif-cta", "dif-faults", "fed-faults", "dif-resilient", "dif-median"]
+)
 def test_vectorized_engine_gives_the_flower_numbers(flower_runs: Path, tmp_path: Path, name: str) -> None:
     run_vectorized(_config(tmp_path, name), NUM_AGENTS, progress=lambda line: None)
     flower, vectorized = _final(flower_runs / name), _final(tmp_path / name)
@@ -91,8 +98,15 @@ def test_vectorized_engine_gives_the_flower_numbers(flower_runs: Path, tmp_path:
         np.load(tmp_path / name / "models.npy"), np.load(flower_runs / name / "models.npy"), rtol=1e-6, atol=1e-9
     )
     for flower_line, vectorized_line in zip(read_metrics(flower_runs / name), read_metrics(tmp_path / name)):
-        for key in ("replies", "failed", "failed-agents", "links-down"):
+        for key in ("replies", "failed", "failed-agents", "links-down", "combined", "kept", "byzantine-kept"):
             assert flower_line.get(key) == vectorized_line.get(key), (flower_line["round"], key)
+
+
+def test_resilient_agents_combined_on_their_side_through_flower(flower_runs: Path) -> None:
+    lines = read_metrics(flower_runs / "dif-resilient")[1:]
+    assert all(line["combined"] == line["replies"] for line in lines)  # every agent that trained combined
+    assert sum(line["failed"] for line in lines) > 0
+    assert "byzantine-full-mse-1" in _final(flower_runs / "dif-resilient")
 
 
 def test_failing_agents_went_through_flower_error_replies(flower_runs: Path) -> None:

@@ -79,7 +79,7 @@ def adapt(
     return params
 
 
-def _meta_objective(
+def meta_objective(
     model: nn.Module, inner_lr: float, inner_steps: int, first_order: bool, loss_fn: LossFn
 ) -> Callable[[Params, TaskBatch], Tensor]:
     """J(w) of eq. (2) for a batch, vectorised over tasks with ``vmap``."""
@@ -113,7 +113,7 @@ def meta_gradient(
 
     Pure in ``params`` and ``batch``: it can itself be ``vmap``-ed over agents.
     """
-    objective = _meta_objective(model, inner_lr, inner_steps, first_order, loss_fn)
+    objective = meta_objective(model, inner_lr, inner_steps, first_order, loss_fn)
     grads, loss = grad_and_value(objective)(params, batch)
     return grads, loss.detach()
 

@@ -11,7 +11,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from ..config import RunConfig
+from ..clients.attacks import byzantine_agents
+from ..config import ConfigError, RunConfig
 from ..learner import MetaLearner
 from ..strategies import make_strategy
 from ..strategies.rounds import Engine, run_rounds
@@ -32,10 +33,22 @@ class RunSetup:
     checkpoint: Checkpoint | None
 
 
+def check_byzantine(config: RunConfig, num_agents: int) -> None:
+    """Byzantine agent ids exist, and at least one agent is normal."""
+    for agent in config.byzantine_ids:
+        if agent >= num_agents:
+            raise ConfigError(f"byzantine: agent {agent} out of range; allowed: ids 0..{num_agents - 1}")
+    byzantine = byzantine_agents(config.byzantine_ids, config.byzantine_fraction, config.seed, num_agents)
+    if len(byzantine) >= num_agents:
+        key = "byzantine" if config.byzantine_ids else "byzantine-fraction"
+        raise ConfigError(f"{key}: all {num_agents} agents would be Byzantine; allowed: fewer than {num_agents}")
+
+
 def set_up_run(config: RunConfig, num_agents: int) -> RunSetup:
-    """Graph (connected, N nodes), combination matrix (valid for the graph), results folder
-    (writable, not taken) or the run to resume; raises ValueError naming the key."""
+    """Graph (connected, N nodes), combination matrix (valid for the graph), Byzantine agents,
+    results folder (writable, not taken) or the run to resume; raises ValueError naming the key."""
     graph, combination = build_network(config, num_agents)
+    check_byzantine(config, num_agents)
     checkpoint = None
     if config.resume_from:
         run_dir, checkpoint = resume_point(config, num_agents)
@@ -87,9 +100,13 @@ def run_experiment(
 
     progress(f"flower-difmaml: {config.strategy} on {num_agents} agents ({config.topology}, {config.combination}), "
              f"results in {run_dir}")
+    if learner.byzantine:
+        progress(f"flower-difmaml: Byzantine agents {sorted(learner.byzantine)} ({config.attack} attack, "
+                 f"scale {config.attack_scale}); metrics are over the other agents")
     run_rounds(
         strategy, agents, recorder, num_rounds=config.num_rounds, eval_every=config.eval_every,
-        start_round=checkpoint.round + 1 if checkpoint else 1, checkpoint=save, progress=progress,
+        start_round=checkpoint.round + 1 if checkpoint else 1, checkpoint=save, byzantine=learner.byzantine,
+        progress=progress,
     )
     np.save(run_dir / "models.npy", strategy.current_models())
     summary = recorder.finish(config.num_rounds)

@@ -5,20 +5,28 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
-from ..config import RunConfig
+from ..config import NEIGHBOURHOOD_RULES, RunConfig
 from ..faults import links_up
 from .combination import COMBINATION_RULES, combination_matrix, restricted_combination
 from .graphs import make_graph
 
 
+def matrix_rule(config: RunConfig) -> str:
+    """The rule that makes A: identity for non-coop; for the neighbourhood rules (median,
+    trimmed-mean, resilient), which weigh the closed neighbourhood themselves, uniform
+    weights, whose support is that neighbourhood."""
+    if config.strategy == "non-coop":
+        return "identity"
+    return "uniform" if config.combination in NEIGHBOURHOOD_RULES else config.combination
+
+
 def build_network(config: RunConfig, num_agents: int) -> tuple[nx.Graph, np.ndarray]:
-    """The graph on ``num_agents`` agents and its combination matrix A (identity for non-coop)."""
+    """The graph on ``num_agents`` agents and its combination matrix A (see ``matrix_rule``)."""
     graph = make_graph(
         config.topology, num_agents, p=config.topology_p, radius=config.topology_radius,
         k=config.topology_k, seed=config.topology_seed, path=config.topology_file or None,
     )
-    rule = "identity" if config.strategy == "non-coop" else config.combination
-    return graph, combination_matrix(rule, graph)
+    return graph, combination_matrix(matrix_rule(config), graph)
 
 
 def round_combination(
@@ -27,7 +35,7 @@ def round_combination(
     """A, or A_i by round when Dif-MAML's links drop (``link-drop-prob`` > 0)."""
     if config.strategy != "dif-maml" or config.link_drop_prob <= 0.0:
         return combination
-    return DroppingLinks(graph, config.combination, combination, config.link_drop_prob, config.seed)
+    return DroppingLinks(graph, matrix_rule(config), combination, config.link_drop_prob, config.seed)
 
 
 class DroppingLinks:

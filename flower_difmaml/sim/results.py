@@ -18,6 +18,7 @@ import numpy as np
 from ..config import ConfigError
 
 FINAL_KEYS = ("full-mse-0", "full-mse-1", "full-mse-10", "own-mse-0", "own-mse-1", "own-mse-10", "disagreement")
+BYZANTINE_FINAL_KEYS = tuple(f"byzantine-{k}" for k in FINAL_KEYS if k != "disagreement")  # shown apart
 
 
 def resolve_run_dir(results_dir: str, run_name: str, default_name: str) -> Path:
@@ -57,28 +58,36 @@ def write_json_atomically(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-def evaluation_metrics(curves: dict[str, np.ndarray], steps: Sequence[int], models: np.ndarray) -> dict[str, Any]:
+def evaluation_metrics(
+    curves: dict[str, np.ndarray], steps: Sequence[int], models: np.ndarray, byzantine: frozenset[int] = frozenset()
+) -> dict[str, Any]:
     """Round metrics from per-agent MSE after ``steps`` adaptation steps and the models.
 
     ``curves`` maps "full" / "own" to arrays of shape (N, len(steps)), NaN rows for agents
-    that did not answer; ``models`` is (N, P). Gives the means over the agents that
+    that did not answer; ``models`` is (N, P). Gives the means over the normal agents that
     answered after 0, 1 and 10 steps, the per-agent values (None: no answer), the mean
     curve when every step from 0 up was evaluated, the number of agents evaluated, and
-    the network disagreement (1/N) sum_k ||w_k - mean_l w_l||^2.
+    the network disagreement (1/N) sum_k ||w_k - mean_l w_l||^2 over the normal agents.
+    ``byzantine`` agents are left out of all of these; their means are ``byzantine-*``.
     """
     steps = list(steps)
+    normal = np.array([k not in byzantine for k in range(len(models))])
     out: dict[str, Any] = {}
     agents: dict[str, list[float | None]] = {}
     for source, curve in curves.items():
-        answered = curve[np.isfinite(curve).all(axis=1)]
+        finite = np.isfinite(curve).all(axis=1)
+        answered = curve[finite & normal]
         for step in (0, 1, 10):
             key = f"{source}-mse-{step}"
             out[key] = float(answered[:, steps.index(step)].mean()) if len(answered) else None
             agents[key] = [float(v) if np.isfinite(v) else None for v in curve[:, steps.index(step)]]
+            if byzantine and (finite & ~normal).any():
+                out[f"byzantine-{key}"] = float(curve[finite & ~normal, steps.index(step)].mean())
         if steps == list(range(max(steps) + 1)) and len(answered):
             out[f"{source}-mse-curve"] = [float(v) for v in answered.mean(axis=0)]
         out[f"{source}-evaluated"] = len(answered)
-    out["disagreement"] = float(np.mean(np.sum((models - models.mean(axis=0)) ** 2, axis=1)))
+    kept = models[normal]
+    out["disagreement"] = float(np.mean(np.sum((kept - kept.mean(axis=0)) ** 2, axis=1)))
     out["agents"] = agents
     return out
 
@@ -137,7 +146,7 @@ class RunRecorder:
             "rounds": num_rounds,
             "wall-seconds": round(self.wall_seconds(), 3),
             "final-round": last.get("round"),
-            "final": {k: last[k] for k in FINAL_KEYS if last.get(k) is not None},
+            "final": {k: last[k] for k in FINAL_KEYS + BYZANTINE_FINAL_KEYS if last.get(k) is not None},
             "final-curves": self.last_curves,
             **self.extra,
         }

@@ -14,11 +14,13 @@ import numpy as np
 import torch
 from torch.func import vmap
 
+from ..clients.resilient import initial_running_losses
 from ..config import RunConfig
 from ..faults import INJECTED_FAILURE, agent_fails
 from ..learner import MetaLearner
 from ..meta import TaskBatch
-from ..strategies.rounds import TrainReplies
+from ..strategies.base import CombineRequest
+from ..strategies.rounds import CombineReplies, TrainReplies
 from .experiment import run_experiment
 
 EVAL_TASKS_PER_CHUNK = 2000  # evaluation tasks in one vmap call (bounds memory at N = 1000)
@@ -29,12 +31,14 @@ def stack_batches(batches: Sequence[TaskBatch]) -> TaskBatch:
 
 
 class VectorizedAgents:
-    """All N agents in this process; each agent's meta-optimizer state kept, never shared."""
+    """All N agents in this process; each agent's meta-optimizer state and running losses
+    kept, never shared. Byzantine agents send their attack's models."""
 
     def __init__(self, learner: MetaLearner) -> None:
         self.learner = learner
         self.initial_state = learner.optimizer.init(learner.initial_parameters())
         self.states = {k: self.initial_state for k in range(learner.num_agents)}
+        self.running_losses = {k: initial_running_losses(learner.num_agents) for k in range(learner.num_agents)}
         self.step = vmap(learner.meta_step)
         self._eval_batches: dict[str, TaskBatch] | None = None
 
@@ -55,12 +59,24 @@ class VectorizedAgents:
         vectors = self.learner.layout.vector(new_params)
         tasks = self.learner.config.tasks_per_agent
         return TrainReplies(
-            models={k: vectors[i] for i, k in enumerate(agents)},
+            models={k: self.learner.sent_model(vectors[i], k, round_) for i, k in enumerate(agents)},
             num_tasks={k: tasks for k in agents},
             losses={k: float(losses[i]) for i, k in enumerate(agents)},
             agent_seconds=seconds,
             failed=failed,
         )
+
+    def combine(self, round_: int, plan: dict[int, CombineRequest]) -> CombineReplies:
+        """Each planned agent's resilient step, one agent after the other."""
+        out = CombineReplies({}, {}, {})
+        for k, request in plan.items():
+            if request.running_losses is not None:
+                self.running_losses[k] = np.array(request.running_losses)
+            model, self.running_losses[k], out.kept[k] = self.learner.resilient_step(
+                k, round_, request.models, self.running_losses[k]
+            )
+            out.models[k], out.running_losses[k] = model, self.running_losses[k]
+        return out
 
     def optimizer_states(self) -> dict[int, dict[str, np.ndarray]]:
         return {k: {n: v.numpy() for n, v in state.items()} for k, state in self.states.items() if state}

@@ -6,13 +6,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..config import RunConfig
+from ..clients.robust import ROBUST_RULES, robust_rule
+from ..config import RESILIENT, RunConfig
 from .base import MetaStrategy
 from .diffusion import DifMAML
 from .fedavg_maml import FedAvgMAML
 from .non_cooperative import NonCooperative
+from .resilient import ResilientDifMAML
 
-__all__ = ["DifMAML", "FedAvgMAML", "MetaStrategy", "NonCooperative", "make_strategy"]
+__all__ = ["DifMAML", "FedAvgMAML", "MetaStrategy", "NonCooperative", "ResilientDifMAML", "make_strategy"]
 
 
 def make_strategy(
@@ -21,10 +23,14 @@ def make_strategy(
     """The strategy named by run-config key ``strategy``.
 
     ``combination`` is A, or A_i as a function of the round (links that drop); N is its size.
+    For the neighbourhood rules (median, trimmed-mean, resilient) only A's support is used.
     """
     num_agents = len(combination(1) if callable(combination) else combination)
+    if config.strategy == "dif-maml" and config.combination == RESILIENT:
+        return ResilientDifMAML(initial, combination)
     if config.strategy == "dif-maml":
-        return DifMAML(initial, combination, config.diffusion_order == "cta")
+        aggregate = robust_rule(config.combination, config.trim) if config.combination in ROBUST_RULES else None
+        return DifMAML(initial, combination, config.diffusion_order == "cta", aggregate)
     if config.strategy == "fedavg-maml":
         return FedAvgMAML(num_agents, initial, config.participation, config.seed, config.link_drop_prob)
     return NonCooperative(num_agents, initial)

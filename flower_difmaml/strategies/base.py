@@ -4,17 +4,29 @@ Flower's stock ``Strategy`` assumes one global ``ArrayRecord`` and evaluates eve
 decentralized agents have N models and evaluate every ``eval-every`` rounds, so these
 strategies have hooks of their own, in the same spirit, and no I/O: ``train_plan`` says
 which agents adapt this round and from which model, ``aggregate_train`` takes their
-adapted models, ``current_models`` says what each agent's model is now (what evaluation
-and the disagreement metric use), ``round_metrics`` adds what the rule did this round to
-metrics.jsonl, ``state``/``load_state`` are what a checkpoint keeps. An engine (Flower messages, or the in-process
-vectorised one) carries the plan to the agents. Models are flat float64 vectors.
+adapted models, ``combine_plan``/``aggregate_combine`` are a second exchange for rules
+that combine on the agents (resilient: it needs the agent's own data), ``current_models``
+says what each agent's model is now (what evaluation and the disagreement metric use),
+``round_metrics`` adds what the rule did this round to metrics.jsonl, ``state``/``load_state``
+are what a checkpoint keeps. An engine (Flower messages, or the in-process vectorised one)
+carries the plan to the agents. Models are flat float64 vectors.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass
+class CombineRequest:
+    """What an agent needs to combine on its side: the adapted models phi_l that reached it
+    (its own included), and, on resume only, its running losses to go on from."""
+
+    models: dict[int, np.ndarray]
+    running_losses: np.ndarray | None = None
 
 
 class MetaStrategy(ABC):
@@ -32,6 +44,15 @@ class MetaStrategy(ABC):
     @abstractmethod
     def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
         """Take the adapted models (agent -> flat vector) and each agent's number of tasks."""
+
+    def combine_plan(self, round_: int) -> dict[int, CombineRequest]:
+        """Agent -> what it combines on its side after training in round ``round_`` (none by default)."""
+        return {}
+
+    def aggregate_combine(
+        self, round_: int, models: dict[int, np.ndarray], running_losses: dict[int, np.ndarray]
+    ) -> None:
+        """Take the models w_k the agents combined, and their running losses (for checkpoints)."""
 
     @abstractmethod
     def current_models(self) -> np.ndarray:

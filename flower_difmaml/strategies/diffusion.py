@@ -13,6 +13,10 @@ averages nothing across the network. Faults: an agent that does not reply keeps 
 model w_k,i = w_k,i-1; the others combine over the neighbours that did reply, with the
 weights renormalised (``restricted_combination``). In CTA the models combined in round i
 are those that arrived in round i-1. A_i may change with the round (links that drop).
+
+With a robust ``aggregate`` (coordinate-wise median, trimmed mean) agent k's combination
+is that aggregate of {phi_l : l in N_k} (the support of column k of A_i, senders only)
+instead of the weighted sum.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ class DifMAML(MetaStrategy):
     """Neighbour gossip with a left-stochastic combination matrix A (A[l, k] = a_lk).
 
     ``combination`` is A, or a function of the round giving A_i; every agent starts from
-    ``initial``.
+    ``initial``. ``aggregate`` (models (n, P) -> (P,)) replaces the weighted sum.
     """
 
     name = "dif-maml"
@@ -39,6 +43,7 @@ class DifMAML(MetaStrategy):
         initial: np.ndarray,
         combination: np.ndarray | Callable[[int], np.ndarray],
         combine_then_adapt: bool = False,
+        aggregate: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.combination_at = combination if callable(combination) else lambda round_: combination
         first = self.combination_at(1)
@@ -46,12 +51,22 @@ class DifMAML(MetaStrategy):
         if first.shape != (self.num_agents, self.num_agents):
             raise ValueError(f"combination: shape {first.shape} does not match {self.num_agents} agents")
         self.combine_then_adapt = combine_then_adapt
+        self.aggregate = aggregate
         self.models = np.tile(np.asarray(initial, dtype=np.float64), (self.num_agents, 1))  # w_k
         self.arrived = np.ones(self.num_agents, dtype=bool)  # CTA: whose w_k came in last round
 
     def _combine(self, round_: int, models: np.ndarray, senders: np.ndarray) -> np.ndarray:
-        """Row k: sum_l a'_lk models_l over the senders, weights renormalised."""
-        return restricted_combination(self.combination_at(round_), senders[:, np.newaxis]).T @ models
+        """Row k: sum_l a'_lk models_l over the senders, weights renormalised (or the robust
+        aggregate of the senders in N_k); models_k if no model reached k."""
+        A = self.combination_at(round_)
+        if self.aggregate is None:
+            return restricted_combination(A, senders[:, np.newaxis]).T @ models
+        combined = models.copy()
+        for k in range(self.num_agents):
+            reached = (A[:, k] > 0) & senders
+            if reached.any():
+                combined[k] = self.aggregate(models[reached])
+        return combined
 
     def train_plan(self, round_: int) -> dict[int, np.ndarray]:
         start = self._combine(round_, self.models, self.arrived) if self.combine_then_adapt else self.models

@@ -4,7 +4,9 @@ An engine carries a strategy's plan to the agents and brings back what they comp
 ``FlowerAgents`` (messages through a Flower grid) or ``VectorizedAgents`` (all agents in
 one ``vmap`` in this process). Both run the same learner code on the same seeded tasks.
 A reply that is missing (error, time-out) or malformed (NaN/Inf, wrong shape or dtype)
-counts as a failed agent; the strategy goes on with the replies it got.
+counts as a failed agent; the strategy goes on with the replies it got. Rules that
+combine on the agents (resilient) add a second exchange after training. Byzantine agents
+are left out of every mean (train loss, MSE, disagreement); their MSE is shown apart.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from ..faults import INJECTED_FAILURE
 from ..learner import EVAL_STEPS, REPORTED_STEPS
 from ..sim.results import RunRecorder, evaluation_metrics
-from .base import MetaStrategy
+from .base import CombineRequest, MetaStrategy
 
 MAX_SILENT_ROUNDS = 10  # rounds in a row without a single valid reply stop the run
 
@@ -36,6 +38,17 @@ class TrainReplies:
     failed: dict[int, str] = field(default_factory=dict)
 
 
+@dataclass
+class CombineReplies:
+    """What the agents that combined on their side sent back: w_k, their running losses,
+    the agents whose models they kept, and why the others failed."""
+
+    models: dict[int, np.ndarray]
+    running_losses: dict[int, np.ndarray]
+    kept: dict[int, list[int]]
+    failed: dict[int, str] = field(default_factory=dict)
+
+
 class Engine(Protocol):
     def train(self, round_: int, plan: dict[int, np.ndarray]) -> TrainReplies:
         """Each planned agent adapts from its model on its own tasks of ``round_``."""
@@ -44,6 +57,10 @@ class Engine(Protocol):
     def evaluate(self, round_: int, models: np.ndarray, steps: Sequence[int]) -> dict[str, np.ndarray]:
         """Every agent's MSE after ``steps`` adaptation steps: {"full"|"own": (N, len(steps))};
         NaN rows for agents that did not answer."""
+        ...
+
+    def combine(self, round_: int, plan: dict[int, CombineRequest]) -> CombineReplies:
+        """Each planned agent combines the models it got, on its side (resilient rule)."""
         ...
 
     def optimizer_states(self) -> dict[int, dict[str, np.ndarray]]:
@@ -66,12 +83,15 @@ def reply_problem(model: np.ndarray, size: int) -> str | None:
     return None
 
 
+def rejected(models: dict[int, np.ndarray], size: int) -> dict[int, str]:
+    """Agent -> why its model cannot be used, for the malformed ones."""
+    problems = {agent: reply_problem(model, size) for agent, model in models.items()}
+    return {agent: f"reply rejected: {problem}" for agent, problem in problems.items() if problem is not None}
+
+
 def checked(replies: TrainReplies, size: int) -> TrainReplies:
     """``replies`` without the malformed models, which are moved to ``failed``."""
-    failed = dict(replies.failed)
-    for agent, model in replies.models.items():
-        if (problem := reply_problem(model, size)) is not None:
-            failed[agent] = f"reply rejected: {problem}"
+    failed = {**replies.failed, **rejected(replies.models, size)}
     keep = [k for k in replies.models if k not in failed]
     return TrainReplies(
         models={k: replies.models[k] for k in keep},
@@ -101,6 +121,7 @@ def run_rounds(
     eval_every: int,
     start_round: int = 1,
     checkpoint: Callable[[int], None] | None = None,
+    byzantine: frozenset[int] = frozenset(),
     progress: Callable[[str], None] = print,
 ) -> None:
     """Round 0 evaluates the initial models; rounds 1..R train, and evaluate every
@@ -108,7 +129,8 @@ def run_rounds(
 
     A resumed run starts at ``start_round``; ``checkpoint(round)`` is called after each
     round's line is written. Failed agents are counted per round (``failed``) and logged
-    unless the failure was injected (``fail-prob``).
+    unless the failure was injected (``fail-prob``). ``byzantine`` agents are left out
+    of the means.
     """
     start = time.perf_counter()
     size = strategy.current_models().shape[1]
@@ -116,27 +138,33 @@ def run_rounds(
 
     def evaluate(round_: int, steps: Sequence[int]) -> dict:
         models = strategy.current_models()
-        return evaluation_metrics(engine.evaluate(round_, models, steps), steps, models)
+        return evaluation_metrics(engine.evaluate(round_, models, steps), steps, models, byzantine)
+
+    def warn(round_: int, failed: dict[int, str]) -> None:
+        for agent, reason in sorted(failed.items()):
+            if reason != INJECTED_FAILURE:
+                progress(f"warning: round {round_}: agent {agent} failed: {reason}")
 
     if start_round <= 1:
         recorder.record(0, evaluate(0, REPORTED_STEPS))
     for round_ in range(start_round, num_rounds + 1):
         replies = checked(engine.train(round_, strategy.train_plan(round_)), size)
-        for agent, reason in sorted(replies.failed.items()):
-            if reason != INJECTED_FAILURE:
-                progress(f"warning: round {round_}: agent {agent} failed: {reason}")
+        warn(round_, replies.failed)
         silent = silent + 1 if replies.failed and not replies.models else 0
         if silent >= MAX_SILENT_ROUNDS:
             reasons = sorted(set(replies.failed.values()))
             raise RuntimeError(f"no agent replied in {silent} rounds in a row (up to round {round_}): {'; '.join(reasons)}")
         strategy.aggregate_train(round_, replies.models, replies.num_tasks)
+        normal_losses = [loss for k, loss in replies.losses.items() if k not in byzantine]
         line: dict = {
-            "train-loss": float(np.mean(list(replies.losses.values()))) if replies.losses else None,
+            "train-loss": float(np.mean(normal_losses)) if normal_losses else None,
             "replies": len(replies.models),
             "failed": len(replies.failed),
             **strategy.round_metrics(round_),
             "agent-seconds": round(replies.agent_seconds, 6),
         }
+        if combine_plan := strategy.combine_plan(round_):
+            line.update(combine_on_agents(strategy, engine, round_, combine_plan, size, byzantine, warn))
         if replies.failed:
             line["failed-agents"] = sorted(replies.failed)
         if round_ % eval_every == 0 or round_ == num_rounds:
@@ -146,3 +174,28 @@ def run_rounds(
         recorder.record(round_, line)
         if checkpoint is not None:
             checkpoint(round_)
+
+
+def combine_on_agents(
+    strategy: MetaStrategy,
+    engine: Engine,
+    round_: int,
+    plan: dict[int, CombineRequest],
+    size: int,
+    byzantine: frozenset[int],
+    warn: Callable[[int, dict[int, str]], None],
+) -> dict:
+    """The second exchange of a round; returns its metrics: how many agents combined, how
+    many models normal agents kept on average (their own included), and how many
+    (normal agent, Byzantine neighbour) links they kept."""
+    replies = engine.combine(round_, plan)
+    failed = {**replies.failed, **rejected(replies.models, size)}
+    warn(round_, failed)
+    models = {k: m for k, m in replies.models.items() if k not in failed}
+    strategy.aggregate_combine(round_, models, {k: replies.running_losses[k] for k in models})
+    normal = [k for k in models if k not in byzantine]
+    return {
+        "combined": len(models),
+        "kept": float(np.mean([len(replies.kept[k]) for k in normal])) if normal else None,
+        "byzantine-kept": sum(len(set(replies.kept[k]) & byzantine) for k in normal),
+    }

@@ -19,6 +19,9 @@ class Stream(IntEnum):
     EVAL_OWN = 2
     FAILURE = 3  # does the agent fail this round (fail-prob)
     LINKS = 4  # which links are down this round (link-drop-prob); agent 0 only
+    ATTACK = 5  # a Byzantine agent's attack noise
+    BYZANTINE = 6  # which agents are Byzantine (byzantine-fraction); agent 0, round 0 only
+    SCORE = 7  # tasks the resilient rule scores models on (resilient-score = "fresh")
 
 
 def task_generator(seed: int, agent: int, round_: int, stream: Stream) -> np.random.Generator:
