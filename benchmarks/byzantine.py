@@ -48,7 +48,11 @@ def one_run(rounds: int, rule: str, attack: str, seed: int, root: str) -> dict:
     name = f"{rule}-{attack}-seed{seed}"
     config = RunConfig(num_rounds=rounds, eval_every=100, seed=seed, results_dir=root, run_name=name, **keys)
     start = time.perf_counter()
-    run_vectorized(config, 10, progress=lambda line: None)
+    try:
+        run_vectorized(config, 10, progress=lambda line: None)
+        stopped = None
+    except RuntimeError as error:  # every model diverged to NaN/Inf: the round loop stops the run
+        stopped = str(error)
     lines = read_metrics(Path(root) / name)
     last = lines[-1]
     tail = [line for line in lines[1:] if line["round"] > rounds - 100]
@@ -57,9 +61,10 @@ def one_run(rounds: int, rule: str, attack: str, seed: int, root: str) -> dict:
         "attack": attack,
         "seed": seed,
         "byzantine": sorted(byzantine_agents((), FRACTION, seed, 10)),
-        "agents": {key: last["agents"][key] for key in ("full-mse-1", "own-mse-1")},
-        "kept": float(np.mean([line["kept"] for line in tail])) if "kept" in last else None,
-        "byzantine-kept": float(np.mean([line["byzantine-kept"] for line in tail])) if "kept" in last else None,
+        "stopped": stopped,
+        "agents": {key: [None] * 10 if stopped else last["agents"][key] for key in ("full-mse-1", "own-mse-1")},
+        "kept": float(np.mean([line["kept"] for line in tail])) if tail and "kept" in last else None,
+        "byzantine-kept": float(np.mean([line["byzantine-kept"] for line in tail])) if tail and "kept" in last else None,
         "wall_s": time.perf_counter() - start,
     }
 
