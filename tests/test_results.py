@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flower_difmaml.sim.plots import plot_run
 from flower_difmaml.sim.results import RunRecorder, evaluation_metrics, read_metrics, resolve_run_dir
 
 
@@ -75,3 +76,13 @@ def test_resumed_recorder_keeps_lines_up_to_the_checkpoint(tmp_path: Path) -> No
     assert resumed.last_evaluation["round"] == 2
     resumed.record(4, {"full-mse-1": 9.0})
     assert [line["round"] for line in read_metrics(tmp_path / "run")] == [0, 1, 2, 3, 4]
+
+
+def test_plots_of_a_diverged_run_are_drawn(tmp_path: Path) -> None:
+    lines = [
+        {"round": 0, "full-mse-1": 3.0, "full-mse-10": 2.0, "own-mse-1": 3.0, "own-mse-10": 2.0, "disagreement": 1e-31},
+        {"round": 50, "full-mse-1": None, "full-mse-10": None, "own-mse-1": 1e300, "own-mse-10": None, "disagreement": 1e277,
+         "full-mse-curve": [1e300] * 11, "own-mse-curve": [np.inf] * 11},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert [p.name for p in plot_run(tmp_path)] == ["mse.png", "disagreement.png", "adaptation.png"]

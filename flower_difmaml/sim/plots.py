@@ -12,6 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .results import read_metrics  # noqa: E402
 
+LOG_RANGE = (1e-16, 1e30)  # log axes show values clipped to this range: a diverged run plateaus at the top
+
+
+def _log_values(values: list) -> np.ndarray:
+    """``values`` for a log axis: None as NaN (a gap), the rest clipped to LOG_RANGE."""
+    return np.clip(np.array([np.nan if v is None else v for v in values], dtype=np.float64), *LOG_RANGE)
+
 
 def plot_run(run_dir: Path) -> list[Path]:
     """Write mse.png (post-adaptation MSE vs round), disagreement.png and adaptation.png."""
@@ -24,14 +31,13 @@ def plot_run(run_dir: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, style in (("full-mse-1", "-"), ("full-mse-10", "--"), ("own-mse-1", ":"), ("own-mse-10", "-.")):
-        ax.plot(rounds, [m[key] for m in evaluations], style, label=key)
+        ax.plot(rounds, _log_values([m[key] for m in evaluations]), style, label=key)
     ax.set(xlabel="round", ylabel="MSE after adaptation", yscale="log", title=run_dir.name)
     ax.legend()
     written.append(_save(fig, run_dir / "mse.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    values = [max(m["disagreement"], 1e-16) for m in evaluations]
-    ax.plot(rounds, values)
+    ax.plot(rounds, _log_values([m["disagreement"] for m in evaluations]))
     ax.set(xlabel="round", ylabel="(1/N) sum ||w_k - mean w||^2", yscale="log", title="network disagreement")
     written.append(_save(fig, run_dir / "disagreement.png"))
 
@@ -41,7 +47,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     last = with_curves[-1]
     for key in ("full-mse-curve", "own-mse-curve"):
-        ax.plot(range(len(last[key])), last[key], marker="o", label=key.removesuffix("-curve"))
+        ax.plot(range(len(last[key])), _log_values(last[key]), marker="o", label=key.removesuffix("-curve"))
     ax.set(xlabel="adaptation steps", ylabel="MSE", title=f"after round {last['round']}")
     ax.legend()
     written.append(_save(fig, run_dir / "adaptation.png"))
@@ -55,16 +61,14 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def _band(ax: plt.Axes, runs: list[list[dict]], key: str, label: str, log: bool = False) -> None:
-    """Mean ± std over seeds of ``key`` at the rounds every run evaluated."""
+def _band(ax: plt.Axes, runs: list[list[dict]], key: str, label: str) -> None:
+    """Mean ± std over seeds of ``key`` at the rounds every run evaluated (for a log axis)."""
     series = [{m["round"]: m[key] for m in run if key in m} for run in runs]
     rounds = sorted(set.intersection(*(set(s) for s in series)))
-    values = np.array([[s[r] for r in rounds] for s in series])
-    if log:
-        values = np.maximum(values, 1e-16)
+    values = np.array([_log_values([s[r] for r in rounds]) for s in series])
     mean, std = values.mean(axis=0), values.std(axis=0)
     (line,) = ax.plot(rounds, mean, label=label)
-    ax.fill_between(rounds, np.maximum(mean - std, 1e-16 if log else -np.inf), mean + std, color=line.get_color(), alpha=0.2)
+    ax.fill_between(rounds, np.maximum(mean - std, LOG_RANGE[0]), mean + std, color=line.get_color(), alpha=0.2)
 
 
 def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[Path]:
@@ -83,7 +87,7 @@ def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key in zip(axes, ("full-mse-curve", "own-mse-curve")):
         for strategy, runs in metrics.items():
-            curves = np.array([[m for m in run if key in m][-1][key] for run in runs])
+            curves = np.array([_log_values([m for m in run if key in m][-1][key]) for run in runs])
             (line,) = ax.plot(range(curves.shape[1]), curves.mean(axis=0), marker="o", label=strategy)
             ax.fill_between(range(curves.shape[1]), curves.mean(axis=0) - curves.std(axis=0),
                             curves.mean(axis=0) + curves.std(axis=0), color=line.get_color(), alpha=0.2)
@@ -93,7 +97,7 @@ def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for strategy, runs in metrics.items():
-        _band(ax, runs, "disagreement", strategy, log=True)
+        _band(ax, runs, "disagreement", strategy)
     ax.set(xlabel="round", ylabel="(1/N) sum ||w_k - mean w||^2", yscale="log", title="network disagreement")
     ax.legend()
     written.append(_save(fig, folder / "disagreement.png"))
