@@ -8,9 +8,11 @@ without attack is averaged over the same 8 agents (per-agent values of its last
 evaluation), so rows compare the same agents. Non-coop runs only without attack: its
 normal agents never see another agent's model, so an attack cannot change them.
 
-Writes benchmarks/results/byzantine.json and prints the markdown tables of byzantine.md.
+Writes benchmarks/results/byzantine.json (byzantine-<heterogeneity>.json for another
+``--heterogeneity``) and prints the markdown tables of byzantine.md.
 
     python benchmarks/byzantine.py [--rounds 500] [--seeds 0,1,2] [--workers 2]
+        [--rules metropolis,resilient,...] [--attacks none,random,...] [--heterogeneity phase]
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ ATTACKS = ("none", "gaussian", "sign-flip", "random", "fixed")
 FRACTION = 0.2
 
 
-def one_run(rounds: int, rule: str, attack: str, seed: int, root: str) -> dict:
+def one_run(rounds: int, rule: str, attack: str, seed: int, heterogeneity: str, root: str) -> dict:
     """Run one config; return its per-agent final MSEs and the resilient rule's link counts."""
     import torch
 
@@ -46,7 +48,9 @@ def one_run(rounds: int, rule: str, attack: str, seed: int, root: str) -> dict:
     if attack != "none":
         keys.update(byzantine_fraction=FRACTION, attack=attack)
     name = f"{rule}-{attack}-seed{seed}"
-    config = RunConfig(num_rounds=rounds, eval_every=100, seed=seed, results_dir=root, run_name=name, **keys)
+    config = RunConfig(
+        num_rounds=rounds, eval_every=100, seed=seed, heterogeneity=heterogeneity, results_dir=root, run_name=name, **keys
+    )
     start = time.perf_counter()
     try:
         run_vectorized(config, 10, progress=lambda line: None)
@@ -82,22 +86,23 @@ def cell(values: list[float]) -> str:
 
 
 def tables(runs: list[dict], seeds: list[int]) -> str:
-    rows = [*RULES, "non-coop"]
+    rows = [rule for rule in (*RULES, "non-coop") if any(r["rule"] == rule for r in runs)]
+    attacks = [attack for attack in ATTACKS if any(r["attack"] == attack for r in runs)]
     out = []
     for key in ("full-mse-1", "own-mse-1"):
         out += [f"\n{key} of the normal agents (mean ± std over seeds {seeds})\n",
-                "| rule | " + " | ".join(ATTACKS) + " |", "|---|" + "---:|" * len(ATTACKS)]
+                "| rule | " + " | ".join(attacks) + " |", "|---|" + "---:|" * len(attacks)]
         for rule in rows:
             cells = []
-            for attack in ATTACKS:
+            for attack in attacks:
                 values = [normal_mean(r, key) for r in runs if r["rule"] == rule and r["attack"] == attack]
-                cells.append(cell(values) if values else "= none")
+                cells.append(cell(values) if values else "(as none)")
             out.append(f"| {rule} | " + " | ".join(cells) + " |")
     out += [("\nresilient: models kept per normal agent (its own included) and (normal, Byzantine) links kept, "
              "mean over the last 100 rounds and seeds\n"), "| rule | attack | kept | Byzantine links kept |",
             "|---|---|---:|---:|"]
     for rule in ("resilient", "resilient-fresh"):
-        for attack in ATTACKS:
+        for attack in attacks:
             chosen = [r for r in runs if r["rule"] == rule and r["attack"] == attack]
             if chosen:
                 out.append(f"| {rule} | {attack} | {np.mean([r['kept'] for r in chosen]):.2f} | "
@@ -110,24 +115,32 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=500)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rules", default=",".join((*RULES, "non-coop")))
+    parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument("--heterogeneity", default="phase")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    plan = [(rule, attack, seed) for rule in RULES for attack in ATTACKS for seed in seeds]
-    plan += [("non-coop", "none", seed) for seed in seeds]
+    rules, attacks = args.rules.split(","), args.attacks.split(",")
+    plan = [(rule, attack, seed) for rule in rules if rule != "non-coop" for attack in attacks for seed in seeds]
+    plan += [("non-coop", "none", seed) for seed in seeds if "non-coop" in rules]
+    results = RESULTS if args.heterogeneity == "phase" else RESULTS.with_name(f"byzantine-{args.heterogeneity}.json")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as root, ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(one_run, args.rounds, rule, attack, seed, root) for rule, attack, seed in plan]
+        futures = [
+            pool.submit(one_run, args.rounds, rule, attack, seed, args.heterogeneity, root) for rule, attack, seed in plan
+        ]
         runs = []
         for i, future in enumerate(futures, 1):
             runs.append(future.result())
             r = runs[-1]
             print(f"[{i}/{len(plan)}] {r['rule']} {r['attack']} seed {r['seed']}: "
                   f"full-mse-1 {normal_mean(r, 'full-mse-1'):.4f} ({r['wall_s']:.0f} s)", flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"benchmark": __doc__.splitlines()[0], "rounds": args.rounds, "seeds": seeds,
-                                   "wall_s": time.perf_counter() - start, "runs": runs}, indent=2) + "\n")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"benchmark": __doc__.splitlines()[0], "rounds": args.rounds, "seeds": seeds,
+                                   "heterogeneity": args.heterogeneity, "wall_s": time.perf_counter() - start,
+                                   "runs": runs}, indent=2) + "\n")
     print(tables(runs, seeds))
-    print(f"\n{len(plan)} runs in {time.perf_counter() - start:.0f} s; wrote {RESULTS}")
+    print(f"\n{len(plan)} runs in {time.perf_counter() - start:.0f} s; wrote {results}")
 
 
 if __name__ == "__main__":
