@@ -31,10 +31,11 @@ class RunSetup:
     round_combination: np.ndarray | DroppingLinks
     run_dir: Path
     checkpoint: Checkpoint | None
+    byzantine: frozenset[int]
 
 
-def check_byzantine(config: RunConfig, num_agents: int) -> None:
-    """Byzantine agent ids exist, and at least one agent is normal."""
+def checked_byzantine(config: RunConfig, num_agents: int) -> frozenset[int]:
+    """The Byzantine agents; their ids must exist, and at least one agent must be normal."""
     for agent in config.byzantine_ids:
         if agent >= num_agents:
             raise ConfigError(f"byzantine: agent {agent} out of range; allowed: ids 0..{num_agents - 1}")
@@ -42,13 +43,14 @@ def check_byzantine(config: RunConfig, num_agents: int) -> None:
     if len(byzantine) >= num_agents:
         key = "byzantine" if config.byzantine_ids else "byzantine-fraction"
         raise ConfigError(f"{key}: all {num_agents} agents would be Byzantine; allowed: fewer than {num_agents}")
+    return byzantine
 
 
 def set_up_run(config: RunConfig, num_agents: int) -> RunSetup:
     """Graph (connected, N nodes), combination matrix (valid for the graph), Byzantine agents,
     results folder (writable, not taken) or the run to resume; raises ValueError naming the key."""
     graph, combination = build_network(config, num_agents)
-    check_byzantine(config, num_agents)
+    byzantine = checked_byzantine(config, num_agents)
     checkpoint = None
     if config.resume_from:
         run_dir, checkpoint = resume_point(config, num_agents)
@@ -56,7 +58,7 @@ def set_up_run(config: RunConfig, num_agents: int) -> RunSetup:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         run_dir = resolve_run_dir(config.results_dir, config.run_name, f"{config.strategy}-seed{config.seed}-{stamp}")
         check_writable(run_dir)
-    return RunSetup(graph, combination, round_combination(config, graph, combination), run_dir, checkpoint)
+    return RunSetup(graph, combination, round_combination(config, graph, combination), run_dir, checkpoint, byzantine)
 
 
 def run_experiment(
