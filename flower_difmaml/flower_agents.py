@@ -21,17 +21,25 @@ from .strategies.base import CombineRequest
 from .strategies.rounds import CombineReplies, TrainReplies
 
 
-def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
-    """Push ``messages`` and pull their replies until all came or ``timeout`` s passed."""
-    pending = set(grid.push_messages(messages))
-    replies: list[Message] = []
+def exchange(grid: Grid, messages: list[Message], timeout: float) -> dict[int, Message]:
+    """Push ``messages`` and pull their replies until all came or ``timeout`` s passed.
+
+    Returns {index in ``messages``: reply}. Replies are matched by the id of the message
+    they answer: an error reply the SuperLink makes for a node that went away comes from
+    the SuperLink, not from that node.
+    """
+    ids = grid.push_messages(messages)  # in the order of ``messages``; None where a push failed
+    index_of = {message_id: i for i, message_id in enumerate(ids) if message_id}
+    pending = set(index_of)
+    replies: dict[int, Message] = {}
     deadline = time.monotonic() + timeout
     delay = 0.001
     while pending and time.monotonic() < deadline:
         got = list(grid.pull_messages(pending))
         for reply in got:
-            pending.discard(reply.metadata.reply_to_message_id)
-        replies.extend(got)
+            message_id = reply.metadata.reply_to_message_id
+            pending.discard(message_id)
+            replies[index_of[message_id]] = reply
         if got:
             delay = 0.001
         elif pending:
@@ -67,8 +75,8 @@ class FlowerAgents:
     def _send(self, messages: list[Message]) -> tuple[dict[int, Message], dict[int, str]]:
         """Replies keyed by agent, and why the other agents failed (error reply, time-out)."""
         replies, failed = {}, {}
-        for reply in exchange(self.grid, messages, self.timeout):
-            agent = self.agent_of[reply.metadata.src_node_id]
+        for i, reply in exchange(self.grid, messages, self.timeout).items():
+            agent = self.agent_of[messages[i].metadata.dst_node_id]
             if reply.has_error():
                 failed[agent] = reply.error.reason
             else:

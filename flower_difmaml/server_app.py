@@ -33,9 +33,10 @@ def discover_agents(grid: Grid, timeout: float = DISCOVERY_TIMEOUT) -> list[int]
         new = [n for n in grid.get_node_ids() if n not in asked]
         messages = [Message(RecordDict(), n, MessageType.QUERY) for n in new]
         asked.update(new)
-        for reply in exchange(grid, messages, max(1.0, deadline - time.monotonic())):
+        for i, reply in exchange(grid, messages, max(1.0, deadline - time.monotonic())).items():
+            node_id = messages[i].metadata.dst_node_id
             if reply.has_error():
-                raise RuntimeError(f"node {reply.metadata.src_node_id} failed to identify: {reply.error.reason}")
+                raise RuntimeError(f"node {node_id} failed to identify: {reply.error.reason}")
             record = reply.content["agent"]
             agent, count = int(record["partition-id"]), int(record["num-partitions"])
             expected.add(count)
@@ -45,7 +46,7 @@ def discover_agents(grid: Grid, timeout: float = DISCOVERY_TIMEOUT) -> list[int]
                 raise ValueError(f"partition-id: two nodes claim agent {agent}")
             if not 0 <= agent < count:
                 raise ValueError(f"partition-id: {agent} out of range; allowed: 0..{count - 1}")
-            agents[agent] = reply.metadata.src_node_id
+            agents[agent] = node_id
         if expected and len(agents) == next(iter(expected)):
             return [agents[k] for k in range(len(agents))]
         time.sleep(0.5)
