@@ -102,12 +102,12 @@ def run_experiment(
 
     progress(f"flower-difmaml: {config.strategy} on {num_agents} agents ({config.topology}, {config.combination}), "
              f"results in {run_dir}")
-    if learner.byzantine:
-        progress(f"flower-difmaml: Byzantine agents {sorted(learner.byzantine)} ({config.attack} attack, "
+    if setup.byzantine:
+        progress(f"flower-difmaml: Byzantine agents {sorted(setup.byzantine)} ({config.attack} attack, "
                  f"scale {config.attack_scale}); metrics are over the other agents")
     run_rounds(
         strategy, agents, recorder, num_rounds=config.num_rounds, eval_every=config.eval_every,
-        start_round=checkpoint.round + 1 if checkpoint else 1, checkpoint=save, byzantine=learner.byzantine,
+        start_round=checkpoint.round + 1 if checkpoint else 1, checkpoint=save, byzantine=setup.byzantine,
         progress=progress,
     )
     np.save(run_dir / "models.npy", strategy.current_models())

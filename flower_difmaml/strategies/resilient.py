@@ -30,11 +30,8 @@ class ResilientDifMAML(DifMAML):
     def __init__(self, initial: np.ndarray, combination: np.ndarray | Callable[[int], np.ndarray]) -> None:
         super().__init__(initial, combination)
         self.adapted: dict[int, np.ndarray] = {}  # phi_k of this round, from the agents that trained
-        self.running_losses = np.stack([initial_running_losses(self.num_agents)] * self.num_agents)  # row k: r_k
+        self.running_losses = np.tile(initial_running_losses(self.num_agents), (self.num_agents, 1))  # row k: r_k
         self.restore = np.zeros(self.num_agents, dtype=bool)  # resume: whose r_k to send back
-
-    def train_plan(self, round_: int) -> dict[int, np.ndarray]:
-        return {k: self.models[k] for k in range(self.num_agents)}
 
     def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
         self.adapted = dict(models)
