@@ -37,10 +37,10 @@ def one_run(rounds: int, rule: str, attack: str, seed: int, heterogeneity: str, 
     import torch
 
     torch.set_num_threads(1)
-    from flower_difmaml.clients.attacks import byzantine_agents
+    from flower_difmaml.network.attacks import byzantine_agents
     from flower_difmaml.config import RunConfig
-    from flower_difmaml.sim.results import read_metrics
-    from flower_difmaml.sim.vectorized import run_vectorized
+    from flower_difmaml.runner.results import read_metrics
+    from flower_difmaml.runner.vectorized import run_vectorized
 
     keys = {
         "non-coop": dict(strategy="non-coop"), "resilient-fresh": dict(combination="resilient", resilient_score="fresh")

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from flower_difmaml.config import RunConfig
-from flower_difmaml.sim.results import read_metrics
-from flower_difmaml.sim.vectorized import run_vectorized
+from flower_difmaml.runner.results import read_metrics
+from flower_difmaml.runner.vectorized import run_vectorized
 
 RESULTS = Path(__file__).parent / "results" / "faults.json"
 STRATEGIES = ("dif-maml", "fedavg-maml")

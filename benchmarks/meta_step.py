@@ -20,8 +20,9 @@ import torch
 
 from flower_difmaml.meta import meta_gradient, meta_gradient_loop
 from flower_difmaml.models import initial_parameters
-from flower_difmaml.tasks import SinusoidTasks, task_generator
-from flower_difmaml.tasks.base import Stream
+from flower_difmaml.streams import keyed_generator
+from flower_difmaml.tasks import SinusoidTasks
+from flower_difmaml.streams import Stream
 
 RESULTS = Path(__file__).parent / "results" / "meta_step.json"
 
@@ -40,7 +41,7 @@ def main() -> None:
     candidates = {"vmap": meta_gradient, "loop": meta_gradient_loop}
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for i in range(args.repeats + 10):
-        batch = family.sample(task_generator(0, 0, i, Stream.TRAIN), 10, 10, 10, 0)
+        batch = family.sample(keyed_generator(0, 0, i, Stream.TRAIN), 10, 10, 10, 0)
         for name, step in candidates.items():
             start = time.perf_counter()
             step(model, params, batch, **kwargs)

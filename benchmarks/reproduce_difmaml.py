@@ -19,8 +19,9 @@ import json
 import time
 from pathlib import Path
 
+from flower_difmaml.cli import run_in_process
 from flower_difmaml.config import RunConfig
-from flower_difmaml.sim.compare import compare
+from flower_difmaml.runner.compare import compare
 
 OUT = Path(__file__).parent / "results" / "reproduce_difmaml"
 STRATEGIES = ["dif-maml", "fedavg-maml", "non-coop"]
@@ -45,7 +46,7 @@ def main() -> None:
         if args.only and name != args.only:
             continue
         start = time.perf_counter()
-        failed = compare(config, STRATEGIES, SEEDS, OUT / name, num_agents=num_agents, engine="vectorized")
+        failed = compare(config, STRATEGIES, SEEDS, OUT / name, num_agents=num_agents, run=run_in_process)
         wall = time.perf_counter() - start
         (OUT / name / "wall_time.json").write_text(json.dumps({"seconds": wall, "failed": failed}) + "\n")
         print(f"({name}) {len(STRATEGIES) * len(SEEDS)} runs in {wall:.0f} s")

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from flower_difmaml.config import RunConfig
-from flower_difmaml.sim.engine import run_flower_simulation
-from flower_difmaml.sim.vectorized import run_vectorized
+from flower_difmaml.cli import run_in_flower
+from flower_difmaml.runner.vectorized import run_vectorized
 
 RESULTS = Path(__file__).parent / "results" / "reproduction_time.json"
 STRATEGIES = ("dif-maml", "fedavg-maml", "non-coop")
@@ -38,7 +38,7 @@ def main() -> None:
                 config = RunConfig(strategy=strategy, num_rounds=args.rounds, results_dir=tmp, run_name=f"{engine}-{strategy}")
                 start = time.perf_counter()
                 if engine == "flower":
-                    run_flower_simulation(config, 10)
+                    run_in_flower(config, 10)
                 else:
                     run_vectorized(config, 10, progress=lambda line: None)
                 summary = json.loads((Path(tmp) / config.run_name / "summary.json").read_text())

@@ -33,10 +33,12 @@ from flwr.serverapp.strategy import FedAvg
 from flower_difmaml.client_app import identify
 from flower_difmaml.config import RunConfig
 from flower_difmaml.learner import MetaLearner
-from flower_difmaml.records import model_record
-from flower_difmaml.sim.engine import run_flower_simulation
-from flower_difmaml.sim.results import read_metrics
-from flower_difmaml.sim.vectorized import VectorizedAgents, run_vectorized, stack_batches
+from flower_difmaml.flower.records import model_record
+from flower_difmaml.client_app import app as difmaml_client_app
+from flower_difmaml.flower.simulation import run_flower_simulation
+from flower_difmaml.server_app import app as difmaml_server_app
+from flower_difmaml.runner.results import read_metrics
+from flower_difmaml.runner.vectorized import VectorizedAgents, run_vectorized, stack_batches
 
 RESULTS = Path(__file__).parent / "results" / "round_time.json"
 ENGINE_TICK = 0.1  # s: flwr's simulation engine picks up queued messages every 0.1 s
@@ -169,7 +171,7 @@ def measure(num_agents: int, root: Path) -> dict:
 
     start, start_wall = time.perf_counter(), time.time()
     with PeakMemory() as memory:
-        run_flower_simulation(config(root, f"dif-{num_agents}", rounds), num_agents)
+        run_flower_simulation(config(root, f"dif-{num_agents}", rounds), num_agents, difmaml_server_app, difmaml_client_app)
     run_dir = root / f"dif-{num_agents}"
     times, agent_seconds = training_round_times(run_dir)
     out["flower_difmaml_round_s"] = statistics.median(times)
@@ -178,14 +180,14 @@ def measure(num_agents: int, root: Path) -> dict:
     out["flower_peak_pss_gb"] = memory.peak / 1e9
     out["flower_total_s"] = time.perf_counter() - start
 
-    run_flower_simulation(config(root, f"noop-{num_agents}", rounds), num_agents, client_app=noop_client_app())
+    run_flower_simulation(config(root, f"noop-{num_agents}", rounds), num_agents, difmaml_server_app, noop_client_app())
     out["flower_noop_client_round_s"] = statistics.median(training_round_times(root / f"noop-{num_agents}")[0])
 
     stamps: list[float] = []
     with PeakMemory() as memory:
         run_flower_simulation(
             config(root, f"fedavg-{num_agents}", rounds), num_agents,
-            server_app=stock_fedavg_app(config(root, "unused", rounds), num_agents, rounds, stamps),
+            stock_fedavg_app(config(root, "unused", rounds), num_agents, rounds, stamps), difmaml_client_app,
         )
     out["stock_fedavg_round_s"] = statistics.median(np.diff(stamps)[1:].tolist())
     out["stock_fedavg_peak_pss_gb"] = memory.peak / 1e9

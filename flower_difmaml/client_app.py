@@ -19,11 +19,11 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from .clients.resilient import initial_running_losses
 from .config import RunConfig
-from .faults import InjectedFailure, agent_fails
+from .flower.records import NEIGHBOURS, OPTIMIZER_STATE, RUNNING_LOSSES, model_record, model_vector, models_of
 from .learner import MetaLearner
-from .records import NEIGHBOURS, OPTIMIZER_STATE, RUNNING_LOSSES, model_record, model_vector, models_of
+from .network.faults import InjectedFailure, agent_fails
+from .network.resilient import initial_running_losses
 
 torch.set_num_threads(1)  # one Ray actor per core: no oversubscription
 

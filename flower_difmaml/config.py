@@ -13,22 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .clients.attacks import ATTACKS
-from .clients.robust import ROBUST_RULES
+from .errors import ConfigError, check_choice
 from .meta.optimizers import META_OPTIMIZERS
-from .sim.combination import COMBINATION_RULES, MATRIX_FILE_SUFFIXES
-from .sim.graphs import TOPOLOGIES
+from .network import NEIGHBOURHOOD_RULES, RESILIENT
+from .network.attacks import ATTACKS
+from .network.combination import check_combination
+from .network.graphs import check_topology
+from .network.resilient import RESILIENT_SCORES
 from .tasks import HETEROGENEITY, TASK_FAMILIES
+
+__all__ = ["ConfigError", "RunConfig"]
 
 STRATEGIES = ("dif-maml", "fedavg-maml", "non-coop")
 DIFFUSION_ORDERS = ("atc", "cta")
-RESILIENT = "resilient"  # the loss-based rule, computed on the agents
-RESILIENT_SCORES = ("current", "fresh")  # which of its own tasks a resilient agent scores models on
-NEIGHBOURHOOD_RULES = (*ROBUST_RULES, RESILIENT)  # rules that use the graph, not a matrix
-
-
-class ConfigError(ValueError):
-    """A run-config value that is out of range, of the wrong type, or unknown."""
 
 
 def _choice(*allowed: str) -> dict[str, Any]:
@@ -46,13 +43,13 @@ class RunConfig:
     """The experiment; attribute ``inner_lr`` is run-config key ``inner-lr``, and so on."""
 
     strategy: str = field(default="dif-maml", **_choice(*STRATEGIES))
-    topology: str = field(default="erdos-renyi", **_choice(*TOPOLOGIES))
-    topology_p: float = field(default=0.3, **_range(0.0, 1.0))
-    topology_radius: float = field(default=0.5, **_range(0.0, None, low_open=True))
-    topology_k: int = field(default=4, **_range(2))
-    topology_seed: int = field(default=1, **_range(0))
+    topology: str = "erdos-renyi"  # this key and the next four are checked by network.graphs
+    topology_p: float = 0.3
+    topology_radius: float = 0.5
+    topology_k: int = 4
+    topology_seed: int = 1
     topology_file: str = ""
-    combination: str = "metropolis"
+    combination: str = "metropolis"  # checked by network.combination
     diffusion_order: str = field(default="atc", **_choice(*DIFFUSION_ORDERS))
     num_rounds: int = field(default=500, **_range(1))
     eval_every: int = field(default=50, **_range(1))
@@ -87,12 +84,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
+        check_topology(self.topology, p=self.topology_p, radius=self.topology_radius, k=self.topology_k, seed=self.topology_seed)
         rule = self.combination
-        if rule not in COMBINATION_RULES + NEIGHBOURHOOD_RULES and not rule.endswith(MATRIX_FILE_SUFFIXES):
-            raise ConfigError(
-                f"combination: unknown {rule!r}; allowed: {', '.join(COMBINATION_RULES + NEIGHBOURHOOD_RULES)}, "
-                "or a path to a .csv/.npy matrix file"
-            )
+        check_combination(rule, NEIGHBOURHOOD_RULES)
         if rule == RESILIENT and self.diffusion_order != "atc":
             raise ConfigError("diffusion-order: combination 'resilient' needs 'atc' (adapt, then score and combine)")
         self.byzantine_ids  # noqa: B018 -- raises ConfigError on a malformed list
@@ -142,8 +136,8 @@ def _check(f: dataclasses.Field, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{key}: {value!r} is not {_TYPE_NAMES[kind]}")
     choices = f.metadata.get("choices")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{key}: unknown {value!r}; allowed: {', '.join(choices)}")
+    if choices is not None:
+        check_choice(key, value, choices)
     bounds = f.metadata.get("range")
     if bounds is not None:
         low, high, low_open, high_open = bounds

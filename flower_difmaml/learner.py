@@ -2,7 +2,7 @@
 
 No Flower import: the ClientApp calls this with what a message brings, and an in-process
 engine can call (or ``vmap``) the same functions. Every draw comes from
-``task_generator(seed, agent, round, stream)``, so engines agree to the last bit.
+``keyed_generator(seed, agent, round, stream)``, so engines agree to the last bit.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from .clients.attacks import attacked_model, byzantine_agents
-from .clients.resilient import resilient_combine
+from .network.attacks import attacked_model, byzantine_agents
+from .network.resilient import resilient_combine
 from .config import RunConfig
 from .meta import MetaOptimizer, Params, TaskBatch, make_meta_optimizer, meta_gradient
 from .meta.maml import evaluate_after_adaptation, meta_objective
 from .meta.optimizers import OptimizerState
 from .models import initial_parameters
-from .tasks import SinusoidTasks, TaskFamily, task_generator
-from .tasks.base import Stream
+from .streams import Stream, keyed_generator
+from .tasks import SinusoidTasks, TaskFamily
 
 EVAL_STEPS = tuple(range(11))  # fine-tune 0..10 SGD steps (the Dif-MAML paper's test)
 REPORTED_STEPS = (0, 1, 10)  # what every evaluation round reports; the last one reports all
@@ -107,7 +107,7 @@ class MetaLearner:
     def train_batch(self, agent: int, round_: int, stream: Stream = Stream.TRAIN) -> TaskBatch:
         """Agent ``agent``'s tasks of round ``round_`` from its own distribution."""
         c = self.config
-        rng = task_generator(c.seed, agent, round_, stream)
+        rng = keyed_generator(c.seed, agent, round_, stream)
         return self.family.sample(rng, c.tasks_per_agent, c.shots, c.queries, agent)
 
     def meta_step(self, params: Params, state: OptimizerState, batch: TaskBatch) -> tuple[Params, OptimizerState, Tensor]:
@@ -175,7 +175,7 @@ class MetaLearner:
         distribution and from its own."""
         c = self.config
         return {
-            name: self.family.sample_evaluation(task_generator(c.seed, agent, EVAL_ROUND, stream), c.eval_tasks, c.shots, source)
+            name: self.family.sample_evaluation(keyed_generator(c.seed, agent, EVAL_ROUND, stream), c.eval_tasks, c.shots, source)
             for name, stream, source in (("full", Stream.EVAL_FULL, None), ("own", Stream.EVAL_OWN, agent))
         }
 

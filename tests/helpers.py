@@ -12,10 +12,10 @@ from pathlib import Path
 
 
 def run_until_killed(args: list[str], metrics: Path, after_round: int) -> None:
-    """Start ``python -m flower_difmaml.sim`` with ``args``; SIGKILL its process group once
+    """Start ``flower-difmaml`` with ``args``; SIGKILL its process group once
     metrics.jsonl has a line for ``after_round``."""
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "flower_difmaml.sim", *args], env=env, start_new_session=True,
+    proc = subprocess.Popen([sys.executable, "-m", "flower_difmaml", *args], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300

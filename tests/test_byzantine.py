@@ -8,18 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flower_difmaml.clients.attacks import attacked_model, byzantine_agents
-from flower_difmaml.clients.resilient import (
+from flower_difmaml.network.attacks import attacked_model, byzantine_agents
+from flower_difmaml.network.resilient import (
     resilient_combine,
     resilient_weights,
     update_running_losses,
 )
-from flower_difmaml.clients.robust import coordinate_median, trimmed_mean
+from flower_difmaml.network.robust import coordinate_median, trimmed_mean
 from flower_difmaml.config import ConfigError, RunConfig
 from flower_difmaml.learner import MetaLearner
-from flower_difmaml.sim.experiment import set_up_run
-from flower_difmaml.sim.results import evaluation_metrics, read_metrics
-from flower_difmaml.sim.vectorized import run_vectorized
+from flower_difmaml.runner.experiment import set_up_run
+from flower_difmaml.runner.results import evaluation_metrics, read_metrics
+from flower_difmaml.runner.vectorized import run_vectorized
 from flower_difmaml.strategies import DifMAML, ResilientDifMAML
 
 SMALL = dict(eval_every=10, eval_tasks=4, tasks_per_agent=3, shots=5, queries=5, topology="ring")

@@ -1,4 +1,4 @@
-"""Tests for flower_difmaml.sim.combination: hand-computed weights, spectra and matrix-file errors."""
+"""Tests for flower_difmaml.network.combination: hand-computed weights, spectra and matrix-file errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from flower_difmaml.sim.combination import (
+from flower_difmaml.network.combination import (
     COMBINATION_RULES,
     combination_matrix,
     combination_report,
@@ -19,7 +19,7 @@ from flower_difmaml.sim.combination import (
     uniform_weights,
     validate_combination_matrix,
 )
-from flower_difmaml.sim.graphs import make_graph
+from flower_difmaml.network.graphs import make_graph
 
 PATH_0_1_2 = nx.path_graph(3)  # closed degrees 2, 3, 2
 
@@ -268,7 +268,7 @@ def test_validate_returns_a_float64_copy() -> None:
 
 
 def test_restricted_combination_renormalises_over_senders_and_keeps_lonely_agents() -> None:
-    from flower_difmaml.sim.combination import restricted_combination
+    from flower_difmaml.network.combination import restricted_combination
 
     A = np.array([[0.5, 0.25, 0.0], [0.5, 0.5, 0.5], [0.0, 0.25, 0.5]])
     assert restricted_combination(A, np.ones((3, 1), dtype=bool)) is A
@@ -281,7 +281,7 @@ def test_restricted_combination_renormalises_over_senders_and_keeps_lonely_agent
 
 
 def test_dropping_links_apply_the_rule_to_each_rounds_graph() -> None:
-    from flower_difmaml.sim.network import DroppingLinks
+    from flower_difmaml.network.faults import DroppingLinks
 
     graph = make_graph("ring", 6)
     links = DroppingLinks(graph, "metropolis", metropolis_weights(graph), 0.5, seed=1)
@@ -298,7 +298,7 @@ def test_dropping_links_apply_the_rule_to_each_rounds_graph() -> None:
 
 
 def test_dropping_links_renormalise_a_matrix_file_over_the_edges_that_are_up() -> None:
-    from flower_difmaml.sim.network import DroppingLinks
+    from flower_difmaml.network.faults import DroppingLinks
 
     graph = make_graph("complete", 3)
     A = uniform_weights(graph)

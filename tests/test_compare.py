@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from flower_difmaml.config import RunConfig
-from flower_difmaml.sim.__main__ import main
-from flower_difmaml.sim.compare import compare, report
+from flower_difmaml.cli import main, run_in_flower
+from flower_difmaml.runner.compare import compare, report
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ def comparison(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str
     folder = tmp_path_factory.mktemp("compare")
     (folder / "runs" / "non-coop-seed1").mkdir(parents=True)  # taken: that one run must fail alone
     lines: list[str] = []
-    failed = compare(SMALL, ["dif-maml", "non-coop"], [0, 1], folder, num_agents=4, engine="flower", progress=lines.append)
+    failed = compare(SMALL, ["dif-maml", "non-coop"], [0, 1], folder, num_agents=4, run=run_in_flower, progress=lines.append)
     return folder, failed, lines
 
 

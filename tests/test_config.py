@@ -32,8 +32,9 @@ def test_from_mapping_round_trips() -> None:
     [
         ({"strategy": "fedavg"}, "strategy: unknown 'fedavg'; allowed: dif-maml, fedavg-maml, non-coop"),
         ({"topology": "mesh"}, "topology: unknown 'mesh'; allowed: ring"),
-        ({"topology-p": 1.5}, r"topology-p: 1.5 out of range; allowed: \[0.0, 1.0\]"),
-        ({"topology-radius": 0.0}, "topology-radius: 0.0 out of range; allowed: > 0.0"),
+        ({"topology-p": 1.5}, r"topology-p: got 1.5; allowed: a number in \[0, 1\]"),
+        ({"topology-radius": 0.0}, "topology-radius: got 0.0; allowed: a finite number > 0"),
+        ({"topology-k": 3}, "topology-k: got 3; allowed: an even integer"),
         ({"topology": "file"}, "topology-file: required when topology = 'file'"),
         ({"combination": "average"}, "combination: unknown 'average'; allowed: metropolis, uniform"),
         ({"diffusion-order": "ca"}, "diffusion-order: unknown 'ca'; allowed: atc, cta"),

@@ -12,12 +12,12 @@ import pytest
 from helpers import run_until_killed
 
 from flower_difmaml.config import ConfigError, RunConfig
-from flower_difmaml.faults import agent_fails, links_up
-from flower_difmaml.sim.__main__ import main
-from flower_difmaml.sim.results import read_metrics
-from flower_difmaml.sim.vectorized import run_vectorized
+from flower_difmaml.network.faults import agent_fails, links_up
+from flower_difmaml.cli import main
+from flower_difmaml.runner.results import read_metrics
+from flower_difmaml.runner.vectorized import run_vectorized
 from flower_difmaml.strategies import DifMAML
-from flower_difmaml.strategies.rounds import MAX_SILENT_ROUNDS, TrainReplies, checked, reply_problem, run_rounds
+from flower_difmaml.runner.rounds import MAX_SILENT_ROUNDS, TrainReplies, checked, reply_problem, run_rounds
 
 SMALL = dict(eval_every=5, eval_tasks=4, tasks_per_agent=3, shots=5, queries=5, topology="ring")
 QUIET = dict(progress=lambda line: None)

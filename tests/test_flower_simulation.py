@@ -19,11 +19,13 @@ from flwr.clientapp import ClientApp
 from flower_difmaml import client_app
 from flower_difmaml.config import RunConfig
 from flower_difmaml.learner import MetaLearner
-from flower_difmaml.sim.engine import run_flower_simulation
-from flower_difmaml.records import model_record, model_vector
-from flower_difmaml.sim.__main__ import main
-from flower_difmaml.sim.results import read_metrics
-from flower_difmaml.sim.vectorized import run_vectorized
+from flower_difmaml.cli import run_in_flower
+from flower_difmaml.flower.simulation import run_flower_simulation
+from flower_difmaml.server_app import app as server_app
+from flower_difmaml.flower.records import model_record, model_vector
+from flower_difmaml.cli import main
+from flower_difmaml.runner.results import read_metrics
+from flower_difmaml.runner.vectorized import run_vectorized
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +59,7 @@ def _config(root: Path, name: str) -> RunConfig:
 def flower_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("flower")
     for name in RUNS:
-        run_flower_simulation(_config(root, name), NUM_AGENTS)
+        run_in_flower(_config(root, name), NUM_AGENTS)
     return root
 
 
@@ -133,7 +135,7 @@ def _nan_from_agent_1() -> ClientApp:
 
 def test_nan_replies_are_rejected_and_the_agent_keeps_its_model(tmp_path: Path) -> None:
     config = RunConfig(results_dir=str(tmp_path), run_name="nan", topology="ring", **{**SMALL, "num_rounds": 4})
-    run_flower_simulation(config, NUM_AGENTS, client_app=_nan_from_agent_1())
+    run_flower_simulation(config, NUM_AGENTS, server_app, _nan_from_agent_1())
     lines = read_metrics(tmp_path / "nan")[1:]
     assert [(line["failed"], line["failed-agents"]) for line in lines] == [(1, [1])] * 4
     models = np.load(tmp_path / "nan" / "models.npy")
@@ -159,5 +161,5 @@ def test_a_killed_flower_run_resumes_to_the_same_numbers(flower_runs: Path, tmp_
 def test_bad_graph_fails_before_any_results(tmp_path: Path) -> None:
     config = RunConfig(results_dir=str(tmp_path), run_name="bad", topology="erdos-renyi", topology_p=0.01)
     with pytest.raises(ValueError, match="topology: 'erdos-renyi' on 4 agents is not connected"):
-        run_flower_simulation(config, NUM_AGENTS)
+        run_in_flower(config, NUM_AGENTS)
     assert not (tmp_path / "bad").exists()

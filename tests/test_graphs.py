@@ -1,4 +1,4 @@
-"""Tests for flower_difmaml.sim.graphs: every topology, its structure and its errors."""
+"""Tests for flower_difmaml.network.graphs: every topology, its structure and its errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from flower_difmaml.sim.graphs import DIFMAML_PAPER_EDGES, TOPOLOGIES, closed_degrees, make_graph
+from flower_difmaml.network.graphs import DIFMAML_PAPER_EDGES, TOPOLOGIES, closed_degrees, make_graph
 
 
 def edge_set(graph: nx.Graph) -> set[tuple[int, int]]:

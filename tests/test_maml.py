@@ -7,14 +7,15 @@ from torch.func import functional_call
 from flower_difmaml.meta import TaskBatch, adapt, evaluate_after_adaptation, meta_gradient, meta_gradient_loop
 from flower_difmaml.meta.maml import mse_loss
 from flower_difmaml.models import MLP, Conv4, initial_parameters
-from flower_difmaml.tasks import SinusoidTasks, task_generator
-from flower_difmaml.tasks.base import Stream
+from flower_difmaml.streams import keyed_generator
+from flower_difmaml.tasks import SinusoidTasks
+from flower_difmaml.streams import Stream
 
 
 def _tiny_problem(num_tasks: int = 3, seed: int = 0) -> tuple[torch.nn.Module, dict, TaskBatch]:
     model = MLP((1, 4, 1)).double()
     params = initial_parameters(model, seed)
-    batch = SinusoidTasks().sample(task_generator(seed, 0, 0, Stream.TRAIN), num_tasks, 5, 7, None)
+    batch = SinusoidTasks().sample(keyed_generator(seed, 0, 0, Stream.TRAIN), num_tasks, 5, 7, None)
     return model, params, batch
 
 
@@ -71,7 +72,7 @@ def test_vmap_over_tasks_equals_the_loop(first_order: bool, inner_steps: int) ->
     family = SinusoidTasks()
     model = family.make_model()
     params = initial_parameters(model, 1)
-    batch = family.sample(task_generator(1, 0, 5, Stream.TRAIN), 10, 10, 10, None)
+    batch = family.sample(keyed_generator(1, 0, 5, Stream.TRAIN), 10, 10, 10, None)
     kwargs = dict(inner_lr=0.01, inner_steps=inner_steps, first_order=first_order)
     grads, loss = meta_gradient(model, params, batch, **kwargs)
     loop_grads, loop_loss = meta_gradient_loop(model, params, batch, **kwargs)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flower_difmaml.sim.plots import plot_run
-from flower_difmaml.sim.results import RunRecorder, evaluation_metrics, read_metrics, resolve_run_dir
+from flower_difmaml.runner.plots import plot_run
+from flower_difmaml.runner.results import RunRecorder, evaluation_metrics, read_metrics, resolve_run_dir
 
 
 def test_disagreement_and_means_by_hand() -> None:
@@ -46,6 +46,7 @@ def test_recorder_writes_lines_and_summary(tmp_path: Path) -> None:
     assert [m["round"] for m in read_metrics(tmp_path / "run")] == [0, 1]
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk == summary and summary["final"]["full-mse-0"] == 2.0 and summary["num-agents"] == 2
+    plot_run(tmp_path / "run")
     assert (tmp_path / "run" / "adaptation.png").stat().st_size > 0
 
 
@@ -59,7 +60,7 @@ def test_agents_that_did_not_answer_are_left_out_of_the_means() -> None:
 
 
 def test_progress_line_survives_a_round_without_numbers() -> None:
-    from flower_difmaml.strategies.rounds import progress_line
+    from flower_difmaml.runner.rounds import progress_line
 
     line = {"train-loss": None, "full-mse-1": None, "full-mse-10": 0.5, "own-mse-1": 1.0, "disagreement": 0.0}
     text = progress_line(5, 10, line, 2.0, 5)

@@ -1,4 +1,4 @@
-"""The in-process vectorised engine and the `python -m flower_difmaml.sim` command."""
+"""The in-process vectorised engine and the `flower-difmaml` command."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 
 from flower_difmaml.config import ConfigError, RunConfig
 from flower_difmaml.learner import MetaLearner
-from flower_difmaml.sim.__main__ import main, parse_overrides
-from flower_difmaml.sim.vectorized import VectorizedAgents, run_vectorized
+from flower_difmaml.cli import main, parse_overrides
+from flower_difmaml.runner.vectorized import VectorizedAgents, run_vectorized
 
 TINY = dict(num_rounds=3, eval_every=2, eval_tasks=3, tasks_per_agent=2, shots=4, queries=4, topology="ring")
 

@@ -13,6 +13,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from ..errors import check_choice
 from .maml import Params
 
 OptimizerState = dict[str, Tensor]
@@ -83,8 +84,5 @@ class Adam:
 
 def make_meta_optimizer(name: str, lr: float) -> MetaOptimizer:
     """``sgd`` or ``adam`` with learning rate ``lr`` (run-config key ``meta-optimizer``)."""
-    if name == "sgd":
-        return SGD(lr)
-    if name == "adam":
-        return Adam(lr)
-    raise ValueError(f"meta-optimizer: unknown {name!r}; allowed: {', '.join(META_OPTIMIZERS)}")
+    check_choice("meta-optimizer", name, META_OPTIMIZERS)
+    return SGD(lr) if name == "sgd" else Adam(lr)

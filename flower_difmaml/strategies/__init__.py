@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..clients.robust import ROBUST_RULES, robust_rule
-from ..config import RESILIENT, RunConfig
+from ..network.robust import ROBUST_RULES, robust_rule
+from ..config import RunConfig
+from ..network import RESILIENT
 from .base import MetaStrategy
 from .diffusion import DifMAML
 from .fedavg_maml import FedAvgMAML

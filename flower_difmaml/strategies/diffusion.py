@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..sim.combination import restricted_combination
+from ..network.combination import restricted_combination
 from .base import MetaStrategy
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..faults import links_up
+from ..network.faults import links_up
 from .base import MetaStrategy
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..clients.resilient import initial_running_losses
+from ..network.resilient import initial_running_losses
 from .base import CombineRequest
 from .diffusion import DifMAML
 

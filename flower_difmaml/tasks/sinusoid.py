@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import check_choice
 from ..meta.maml import TaskBatch, mse_loss
 from ..models import MLP
 
@@ -34,10 +35,7 @@ class SinusoidTasks:
     loss_fn = staticmethod(mse_loss)
 
     def __post_init__(self) -> None:
-        if self.heterogeneity not in HETEROGENEITY:
-            raise ValueError(
-                f"heterogeneity: unknown {self.heterogeneity!r}; allowed: {', '.join(HETEROGENEITY)}"
-            )
+        check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
         if self.num_agents < 1:
             raise ValueError(f"num-agents: {self.num_agents} must be >= 1")
 

@@ -11,7 +11,6 @@ numbers as one that was never stopped.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ConfigError, RunConfig
+from .files import atomic_write
 
 CHECKPOINT = "checkpoint.npz"
 MAY_CHANGE_ON_RESUME = ("num-rounds", "checkpoint-every", "reply-timeout", "results-dir", "run-name", "resume-from")
@@ -32,17 +32,12 @@ class Checkpoint:
 
 
 def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> None:
-    """Write ``run_dir/checkpoint.npz`` atomically (temporary file, then rename)."""
+    """Write ``run_dir/checkpoint.npz`` atomically (temporary file, fsync, rename)."""
     arrays = {"round": np.array(checkpoint.round)}
     arrays.update({f"strategy/{name}": value for name, value in checkpoint.strategy.items()})
     for agent, state in checkpoint.optimizer.items():
         arrays.update({f"optimizer/{agent}/{name}": np.asarray(value) for name, value in state.items()})
-    tmp = run_dir / f".{CHECKPOINT}.tmp"
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, run_dir / CHECKPOINT)
+    atomic_write(run_dir / CHECKPOINT, lambda handle: np.savez(handle, **arrays))
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint:

@@ -1,9 +1,16 @@
-"""Run the app in Flower's simulation engine (Ray) inside this Python process.
+"""Run a ServerApp and a ClientApp in Flower's simulation engine (Ray) inside this process.
 
-The same engine ``flwr run`` drives (``flwr-simulation`` calls the same function), without
-a SuperLink process: the runner and the integration tests use it to run many
-configurations. The run config reaches every ClientApp exactly as under ``flwr run``: from
-an app folder's ``[tool.flwr.app.config]``, written here to a temporary folder.
+The same engine ``flwr run`` drives, without a SuperLink process: comparisons and the
+integration tests use it to run many configurations. The run config reaches every
+ClientApp exactly as under ``flwr run``: from an app folder's ``[tool.flwr.app.config]``,
+written here to a temporary folder.
+
+Flower's public ``flwr.simulation.run_simulation`` does not serve here: in flwr 1.42 it
+is deprecated (in favour of ``flwr run``) and gives the apps no run config (their
+``context.run_config`` is empty), so every ClientApp would run the defaults. This module
+calls ``_run_simulation``, the function the ``flwr-simulation`` process itself calls under
+``flwr run`` (with ``is_app=True`` and an app folder); it is the one private Flower call in
+the package, and pyproject.toml pins flwr below 1.43.
 """
 
 from __future__ import annotations
@@ -12,13 +19,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from flwr.app import Context, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+from flwr.simulation.run_simulation import _run_simulation
+from flwr.supercore.telemetry import EventType
 
 from ..config import RunConfig
-
-if TYPE_CHECKING:
-    from flwr.clientapp import ClientApp
-    from flwr.serverapp import ServerApp
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -51,23 +58,15 @@ def write_app_config(app_dir: Path, config: RunConfig) -> None:
 def run_flower_simulation(
     config: RunConfig,
     num_agents: int,
+    server_app: ServerApp,
+    client_app: ClientApp,
     *,
     cpus_per_agent: float = 1.0,
-    server_app: ServerApp | None = None,
-    client_app: ClientApp | None = None,
 ) -> None:
     """Run ``config`` on ``num_agents`` simulated SuperNodes; results go where it says.
 
-    ``server_app`` / ``client_app`` replace this project's apps (benchmarks use that).
-    Raises what the ServerApp raised (e.g. a bad config) after the engine has stopped.
+    Raises what the ServerApp raised after the engine has stopped.
     """
-    from flwr.app import Context, RecordDict
-    from flwr.supercore.telemetry import EventType
-    from flwr.simulation.run_simulation import _run_simulation
-
-    from ..client_app import app as default_client_app
-    from ..server_app import app as default_server_app
-
     with tempfile.TemporaryDirectory(prefix="flower-difmaml-app-") as app_dir:
         write_app_config(Path(app_dir), config)
         context = Context(
@@ -76,8 +75,8 @@ def run_flower_simulation(
         _run_simulation(
             num_supernodes=num_agents,
             exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-            client_app=client_app or default_client_app,
-            server_app=server_app or default_server_app,
+            client_app=client_app,
+            server_app=server_app,
             backend_config={
                 "client_resources": {"num_cpus": cpus_per_agent, "num_gpus": 0.0},
                 "init_args": {"logging_level": "error", "log_to_driver": False},

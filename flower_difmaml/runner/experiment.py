@@ -1,4 +1,4 @@
-"""One run of a config on N agents, for any engine: network, strategy, rounds, results files."""
+"""One run of a config on N agents, for any engine: checks, network, strategy, rounds, results files."""
 
 from __future__ import annotations
 
@@ -11,27 +11,57 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from ..clients.attacks import byzantine_agents
 from ..config import ConfigError, RunConfig
 from ..learner import MetaLearner
+from ..network import NEIGHBOURHOOD_RULES
+from ..network.attacks import byzantine_agents
+from ..network.combination import combination_matrix, combination_report
+from ..network.faults import DroppingLinks
+from ..network.graphs import make_graph
 from ..strategies import make_strategy
-from ..strategies.rounds import Engine, run_rounds
 from .checkpoint import Checkpoint, resume_point, save_checkpoint
-from .combination import combination_report
-from .network import DroppingLinks, build_network, round_combination
+from .plots import plot_run
 from .results import RunRecorder, check_writable, resolve_run_dir
+from .rounds import Agents, run_rounds
 
 
 @dataclass
 class RunSetup:
     """What a run needs that can be wrong: checked before anything is written or sent."""
 
+    config: RunConfig
+    num_agents: int
     graph: nx.Graph
     combination: np.ndarray  # A (identity for non-coop)
     round_combination: np.ndarray | DroppingLinks
     run_dir: Path
     checkpoint: Checkpoint | None
     byzantine: frozenset[int]
+
+
+def matrix_rule(config: RunConfig) -> str:
+    """The rule that makes A: identity for non-coop; for the neighbourhood rules (median,
+    trimmed-mean, resilient), which weigh the closed neighbourhood themselves, uniform
+    weights, whose support is that neighbourhood."""
+    if config.strategy == "non-coop":
+        return "identity"
+    return "uniform" if config.combination in NEIGHBOURHOOD_RULES else config.combination
+
+
+def build_network(config: RunConfig, num_agents: int) -> tuple[nx.Graph, np.ndarray]:
+    """The graph on ``num_agents`` agents and its combination matrix A (see ``matrix_rule``)."""
+    graph = make_graph(
+        config.topology, num_agents, p=config.topology_p, radius=config.topology_radius,
+        k=config.topology_k, seed=config.topology_seed, path=config.topology_file or None,
+    )
+    return graph, combination_matrix(matrix_rule(config), graph)
+
+
+def round_combination(config: RunConfig, graph: nx.Graph, combination: np.ndarray) -> np.ndarray | DroppingLinks:
+    """A, or A_i by round when Dif-MAML's links drop (``link-drop-prob`` > 0)."""
+    if config.strategy != "dif-maml" or config.link_drop_prob <= 0.0:
+        return combination
+    return DroppingLinks(graph, matrix_rule(config), combination, config.link_drop_prob, config.seed)
 
 
 def checked_byzantine(config: RunConfig, num_agents: int) -> frozenset[int]:
@@ -58,26 +88,27 @@ def set_up_run(config: RunConfig, num_agents: int) -> RunSetup:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         run_dir = resolve_run_dir(config.results_dir, config.run_name, f"{config.strategy}-seed{config.seed}-{stamp}")
         check_writable(run_dir)
-    return RunSetup(graph, combination, round_combination(config, graph, combination), run_dir, checkpoint, byzantine)
+    return RunSetup(
+        config, num_agents, graph, combination, round_combination(config, graph, combination), run_dir, checkpoint, byzantine
+    )
 
 
 def run_experiment(
-    config: RunConfig,
-    num_agents: int,
-    engine: Callable[[MetaLearner], Engine],
+    setup: RunSetup,
+    make_agents: Callable[[MetaLearner], Agents],
     *,
     progress: Callable[[str], None] = print,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Set up (errors before anything is written), run or resume, write the run folder.
+    """Run or resume the checked ``setup`` (``set_up_run``), writing the run folder.
 
-    ``engine`` makes the engine from the learner. Returns the run's summary.
+    ``make_agents`` makes the engine's agents from the learner. Returns the run's summary.
     """
-    setup = set_up_run(config, num_agents)
+    config, num_agents = setup.config, setup.num_agents
     run_dir, checkpoint = setup.run_dir, setup.checkpoint
     learner = MetaLearner.from_config(config, num_agents)
     strategy = make_strategy(config, learner.initial_vector(), setup.round_combination)
-    agents = engine(learner)
+    agents = make_agents(learner)
     recorder = RunRecorder(
         run_dir,
         config.to_mapping(),
@@ -112,6 +143,7 @@ def run_experiment(
     )
     np.save(run_dir / "models.npy", strategy.current_models())
     summary = recorder.finish(config.num_rounds)
+    plot_run(run_dir)
     final = ", ".join(f"{k} {v:.4g}" for k, v in summary["final"].items())
     progress(f"flower-difmaml: finished in {summary['wall-seconds']:.1f} s: {final}")
     progress(f"flower-difmaml: results written to {run_dir}")

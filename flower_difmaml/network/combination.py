@@ -18,6 +18,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
+from ..errors import ConfigError, one_line
 from .graphs import closed_degrees
 
 COMBINATION_RULES = ("metropolis", "uniform", "max-degree", "identity")
@@ -73,6 +74,16 @@ _RULES = {
 }
 
 
+def check_combination(rule: str, also: tuple[str, ...] = ()) -> None:
+    """Key ``combination``: one of ``COMBINATION_RULES`` (or of ``also``: rules that are not a
+    matrix, e.g. the robust ones), or a path ending in .csv or .npy."""
+    if rule.strip().lower() not in COMBINATION_RULES + also and not rule.strip().lower().endswith(MATRIX_FILE_SUFFIXES):
+        raise ConfigError(
+            f"combination: unknown {rule!r}; allowed: {', '.join(COMBINATION_RULES + also)}, "
+            "or a path to a .csv/.npy matrix file"
+        )
+
+
 def combination_matrix(rule: str, graph: nx.Graph, path: str | None = None) -> np.ndarray:
     """The combination matrix for ``rule`` on ``graph``.
 
@@ -84,12 +95,8 @@ def combination_matrix(rule: str, graph: nx.Graph, path: str | None = None) -> n
         return _RULES[name](graph)
     if path:
         return load_combination_matrix(path, graph)
-    if name.endswith(MATRIX_FILE_SUFFIXES):
-        return load_combination_matrix(rule.strip(), graph)
-    raise ValueError(
-        f"combination: unknown {rule!r}; allowed: {', '.join(COMBINATION_RULES)}, "
-        "or a path to a .csv/.npy matrix file"
-    )
+    check_combination(rule)
+    return load_combination_matrix(rule.strip(), graph)
 
 
 def restricted_combination(A: np.ndarray, usable: np.ndarray) -> np.ndarray:
@@ -118,16 +125,16 @@ def load_combination_matrix(path: str, graph: nx.Graph) -> np.ndarray:
     source = f"combination: {path}"
     suffix = Path(path).suffix.lower()
     if suffix not in MATRIX_FILE_SUFFIXES:
-        raise ValueError(f"{source}: unsupported file type {suffix!r}; allowed: .csv, .npy")
+        raise ConfigError(f"{source}: unsupported file type {suffix!r}; allowed: .csv, .npy")
     try:
         if suffix == ".npy":
             matrix = np.load(path, allow_pickle=False)
         else:
             matrix = np.loadtxt(path, delimiter=",", comments="#", dtype=np.float64, ndmin=2)
     except OSError as error:
-        raise ValueError(f"{source}: cannot read the matrix file: {_one_line(error)}") from None
+        raise ConfigError(f"{source}: cannot read the matrix file: {one_line(error)}") from None
     except ValueError as error:
-        raise ValueError(f"{source}: cannot parse a numeric matrix: {_one_line(error)}") from None
+        raise ConfigError(f"{source}: cannot parse a numeric matrix: {one_line(error)}") from None
     return validate_combination_matrix(matrix, graph, source=source)
 
 
@@ -142,24 +149,24 @@ def validate_combination_matrix(A: np.ndarray, graph: nx.Graph, source: str = "c
     try:
         matrix = np.array(A, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{source}: not a numeric matrix: {_one_line(error)}") from None
+        raise ConfigError(f"{source}: not a numeric matrix: {one_line(error)}") from None
 
     if matrix.shape != (num_agents, num_agents):
-        raise ValueError(
+        raise ConfigError(
             f"{source}: shape {matrix.shape} does not match the graph; expected ({num_agents}, {num_agents})"
         )
     bad = np.argwhere(~np.isfinite(matrix))
     if len(bad):
         l, k = bad[0]
-        raise ValueError(f"{source}: entry ({l}, {k}) is {float(matrix[l, k])}; all entries must be finite")
+        raise ConfigError(f"{source}: entry ({l}, {k}) is {float(matrix[l, k])}; all entries must be finite")
     bad = np.argwhere(matrix < 0)
     if len(bad):
         l, k = bad[0]
-        raise ValueError(f"{source}: entry ({l}, {k}) = {float(matrix[l, k])!r} is negative; weights must be >= 0")
+        raise ConfigError(f"{source}: entry ({l}, {k}) = {float(matrix[l, k])!r} is negative; weights must be >= 0")
     bad = np.argwhere((matrix != 0) & (_closed_adjacency(graph) == 0))
     if len(bad):
         l, k = bad[0]
-        raise ValueError(
+        raise ConfigError(
             f"{source}: entry ({l}, {k}) = {float(matrix[l, k])!r} but ({l}, {k}) is not an edge of the graph; "
             "weights must be 0 off the edges and the diagonal"
         )
@@ -167,7 +174,7 @@ def validate_combination_matrix(A: np.ndarray, graph: nx.Graph, source: str = "c
     bad = np.flatnonzero(np.abs(column_sums - 1.0) > COLUMN_SUM_ATOL)
     if len(bad):
         k = bad[0]
-        raise ValueError(
+        raise ConfigError(
             f"{source}: column {k} sums to {float(column_sums[k])!r}; every column must sum to 1 "
             "(A[l, k] is the weight agent k gives agent l)"
         )
@@ -186,7 +193,7 @@ def perron_vector(A: np.ndarray) -> np.ndarray:
     vector = np.real(eigenvectors[:, np.argmin(np.abs(eigenvalues - 1.0))])
     total = vector.sum()
     if abs(total) < 1e-12:
-        raise ValueError("combination: no Perron vector (the eigenvector for eigenvalue 1 sums to 0)")
+        raise ConfigError("combination: no Perron vector (the eigenvector for eigenvalue 1 sums to 0)")
     return vector / total
 
 
@@ -211,6 +218,3 @@ def _closed_adjacency(graph: nx.Graph) -> np.ndarray:
         adjacency[l, k] = adjacency[k, l] = 1.0
     return adjacency
 
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())

@@ -1,6 +1,6 @@
 """The round loop, for any engine: train every round, evaluate on schedule, record.
 
-An engine carries a strategy's plan to the agents and brings back what they computed:
+``Agents`` carry a strategy's plan to the agents and bring back what they computed:
 ``FlowerAgents`` (messages through a Flower grid) or ``VectorizedAgents`` (all agents in
 one ``vmap`` in this process). Both run the same learner code on the same seeded tasks.
 A reply that is missing (error, time-out) or malformed (NaN/Inf, wrong shape or dtype)
@@ -18,10 +18,10 @@ from typing import Protocol
 
 import numpy as np
 
-from ..faults import INJECTED_FAILURE
 from ..learner import EVAL_STEPS, REPORTED_STEPS
-from ..sim.results import RunRecorder, evaluation_metrics
-from .base import CombineRequest, MetaStrategy
+from ..network.faults import INJECTED_FAILURE
+from ..strategies.base import CombineRequest, MetaStrategy
+from .results import RunRecorder, evaluation_metrics
 
 MAX_SILENT_ROUNDS = 10  # rounds in a row without a single valid reply stop the run
 
@@ -49,7 +49,10 @@ class CombineReplies:
     failed: dict[int, str] = field(default_factory=dict)
 
 
-class Engine(Protocol):
+class Agents(Protocol):
+    """How the round loop reaches the agents: ``FlowerAgents`` (Flower messages) or
+    ``VectorizedAgents`` (all agents in this process)."""
+
     def train(self, round_: int, plan: dict[int, np.ndarray]) -> TrainReplies:
         """Each planned agent adapts from its model on its own tasks of ``round_``."""
         ...
@@ -114,7 +117,7 @@ def progress_line(round_: int, num_rounds: int, line: dict, elapsed: float, done
 
 def run_rounds(
     strategy: MetaStrategy,
-    engine: Engine,
+    agents: Agents,
     recorder: RunRecorder,
     *,
     num_rounds: int,
@@ -138,7 +141,7 @@ def run_rounds(
 
     def evaluate(round_: int, steps: Sequence[int]) -> dict:
         models = strategy.current_models()
-        return evaluation_metrics(engine.evaluate(round_, models, steps), steps, models, byzantine)
+        return evaluation_metrics(agents.evaluate(round_, models, steps), steps, models, byzantine)
 
     def warn(round_: int, failed: dict[int, str]) -> None:
         for agent, reason in sorted(failed.items()):
@@ -148,7 +151,7 @@ def run_rounds(
     if start_round <= 1:
         recorder.record(0, evaluate(0, REPORTED_STEPS))
     for round_ in range(start_round, num_rounds + 1):
-        replies = checked(engine.train(round_, strategy.train_plan(round_)), size)
+        replies = checked(agents.train(round_, strategy.train_plan(round_)), size)
         warn(round_, replies.failed)
         silent = silent + 1 if replies.failed and not replies.models else 0
         if silent >= MAX_SILENT_ROUNDS:
@@ -164,7 +167,7 @@ def run_rounds(
             "agent-seconds": round(replies.agent_seconds, 6),
         }
         if combine_plan := strategy.combine_plan(round_):
-            line.update(combine_on_agents(strategy, engine, round_, combine_plan, size, byzantine, warn))
+            line.update(combine_on_agents(strategy, agents, round_, combine_plan, size, byzantine, warn))
         if replies.failed:
             line["failed-agents"] = sorted(replies.failed)
         if round_ % eval_every == 0 or round_ == num_rounds:
@@ -178,7 +181,7 @@ def run_rounds(
 
 def combine_on_agents(
     strategy: MetaStrategy,
-    engine: Engine,
+    agents: Agents,
     round_: int,
     plan: dict[int, CombineRequest],
     size: int,
@@ -188,7 +191,7 @@ def combine_on_agents(
     """The second exchange of a round; returns its metrics: how many agents combined, how
     many models normal agents kept on average (their own included), and how many
     (normal agent, Byzantine neighbour) links they kept."""
-    replies = engine.combine(round_, plan)
+    replies = agents.combine(round_, plan)
     failed = {**replies.failed, **rejected(replies.models, size)}
     warn(round_, failed)
     models = {k: m for k, m in replies.models.items() if k not in failed}

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ConfigError
+from ..errors import ConfigError
+from .files import atomic_write_json, atomic_write_text
 
 FINAL_KEYS = ("full-mse-0", "full-mse-1", "full-mse-10", "own-mse-0", "own-mse-1", "own-mse-10", "disagreement")
 BYZANTINE_FINAL_KEYS = tuple(f"byzantine-{k}" for k in FINAL_KEYS if k != "disagreement")  # shown apart
@@ -31,7 +32,7 @@ def resolve_run_dir(results_dir: str, run_name: str, default_name: str) -> Path:
     if run_name:
         run_dir = root / run_name
         if run_dir.exists():
-            raise ValueError(f"run-name: {run_dir} exists already; choose another run-name or results-dir")
+            raise ConfigError(f"run-name: {run_dir} exists already; choose another run-name or results-dir")
         return run_dir
     run_dir, suffix = root / default_name, 1
     while run_dir.exists():
@@ -49,13 +50,6 @@ def check_writable(run_dir: Path) -> None:
         raise ConfigError(f"results-dir: {ancestor} is a file, not a folder; allowed: a folder that can be written")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(f"results-dir: cannot write in {ancestor} (permission denied); allowed: a writable folder")
-
-
-def write_json_atomically(path: Path, payload: Any) -> None:
-    """Write to a temporary file, then rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def evaluation_metrics(
@@ -107,15 +101,13 @@ class RunRecorder:
             self._keep_rounds_up_to(resume_round)
         else:
             self.run_dir.mkdir(parents=True, exist_ok=False)
-        write_json_atomically(run_dir / "config.json", {**config, **self.extra})
+        atomic_write_json(run_dir / "config.json", {**config, **self.extra})
         self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
 
     def _keep_rounds_up_to(self, round_: int) -> None:
         """Resume: metrics.jsonl keeps the lines up to ``round_`` (later ones are made again)."""
         lines = [line for line in read_metrics(self.run_dir) if line["round"] <= round_]
-        tmp = self.run_dir / ".metrics.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
-        os.replace(tmp, self.run_dir / "metrics.jsonl")
+        atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
         for line in lines:
             self._note(line)
         self._start -= lines[-1]["wall-seconds"] if lines else 0.0
@@ -138,7 +130,7 @@ class RunRecorder:
         return line
 
     def finish(self, num_rounds: int) -> dict[str, Any]:
-        """Write summary.json (the last evaluation's scalars under ``final``) and the plots."""
+        """Write summary.json (the last evaluation's scalars under ``final``)."""
         self._metrics.close()
         last = self.last_evaluation or {}
         summary = {
@@ -150,10 +142,7 @@ class RunRecorder:
             "final-curves": self.last_curves,
             **self.extra,
         }
-        write_json_atomically(self.run_dir / "summary.json", summary)
-        from .plots import plot_run  # matplotlib only when a run finishes
-
-        plot_run(self.run_dir)
+        atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
 
 

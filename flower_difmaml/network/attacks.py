@@ -2,7 +2,7 @@
 
 A Byzantine agent runs the normal ClientApp; only the adapted model phi it sends is
 replaced by the attack's, so every engine exercises the same code path. Draws come
-from ``task_generator(seed, agent, round, Stream.ATTACK)``: every engine sends the same
+from ``keyed_generator(seed, agent, round, Stream.ATTACK)``: every engine sends the same
 attacked models in a run. With s = ``attack-scale``:
 
     gaussian:   phi + s * n,        n ~ N(0, I) fresh each round
@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..tasks.base import Stream, task_generator
+from ..errors import check_choice
+from ..streams import Stream, keyed_generator
 
 ATTACKS = ("gaussian", "sign-flip", "random", "fixed")
 FIXED_ROUND = 0  # the round whose draw is the fixed attack's model
@@ -30,18 +31,17 @@ def byzantine_agents(ids: Sequence[int], fraction: float, seed: int, num_agents:
     count = round(fraction * num_agents)
     if count == 0:
         return frozenset()
-    rng = task_generator(seed, 0, 0, Stream.BYZANTINE)
+    rng = keyed_generator(seed, 0, 0, Stream.BYZANTINE)
     return frozenset(int(k) for k in rng.choice(num_agents, size=count, replace=False))
 
 
 def attacked_model(attack: str, model: np.ndarray, scale: float, seed: int, agent: int, round_: int) -> np.ndarray:
     """What Byzantine agent ``agent`` sends in round ``round_`` instead of its adapted ``model``."""
+    check_choice("attack", attack, ATTACKS)
     if attack == "sign-flip":
         return -scale * model
     draw_round = FIXED_ROUND if attack == "fixed" else round_
-    noise = task_generator(seed, agent, draw_round, Stream.ATTACK).standard_normal(model.shape)
+    noise = keyed_generator(seed, agent, draw_round, Stream.ATTACK).standard_normal(model.shape)
     if attack == "gaussian":
         return model + scale * noise
-    if attack in ("random", "fixed"):
-        return scale * noise
-    raise ValueError(f"attack: unknown {attack!r}; allowed: {', '.join(ATTACKS)}")
+    return scale * noise  # random, fixed

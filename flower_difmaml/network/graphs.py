@@ -5,7 +5,7 @@
 implicitly keeps its own model, and the combination matrices in
 ``combination.py`` put that self-weight on the diagonal.
 
-Every error is a one-line ``ValueError`` that starts with the run-config key at
+Every error is a one-line ``ConfigError`` (a ``ValueError``) that starts with the run-config key at
 fault (``topology``, ``topology-p``, ``topology-radius``, ``topology-k``,
 ``topology-seed``, ``topology-file``), then the bad value and what is allowed.
 """
@@ -17,6 +17,8 @@ from collections.abc import Iterable
 
 import networkx as nx
 import numpy as np
+
+from ..errors import ConfigError, check_choice, one_line
 
 TOPOLOGIES = (
     "ring",
@@ -72,7 +74,7 @@ def make_graph(
         name = topology.strip().lower()
         graph = _graph_from_name(name, num_agents, p=p, radius=radius, k=k, seed=seed, path=path)
     else:
-        raise ValueError(
+        raise ConfigError(
             f"topology: expected a name or a networkx.Graph, got {type(topology).__name__}; "
             f"allowed: {', '.join(TOPOLOGIES)}"
         )
@@ -80,7 +82,7 @@ def make_graph(
     num_components = nx.number_connected_components(graph)
     if num_components != 1:
         where = f"topology-file: {path}" if name == "file" else f"topology: {name!r}"
-        raise ValueError(
+        raise ConfigError(
             f"{where} on {num_agents} agents is not connected ({num_components} components); "
             f"{_DISCONNECTED_HINTS.get(name, 'change the topology parameters')}"
         )
@@ -90,10 +92,10 @@ def make_graph(
 def closed_degrees(graph: nx.Graph) -> np.ndarray:
     """Closed-neighbourhood sizes ``n_k = |N_k| = deg(k) + 1`` for agents ``k = 0..N-1``."""
     if graph.is_directed():
-        raise ValueError("topology: got a directed graph; allowed: an undirected networkx.Graph")
+        raise ConfigError("topology: got a directed graph; allowed: an undirected networkx.Graph")
     nodes = sorted(graph.nodes)
     if nodes != list(range(len(nodes))):
-        raise ValueError("topology: graph nodes must be 0..N-1; build the graph with make_graph")
+        raise ConfigError("topology: graph nodes must be 0..N-1; build the graph with make_graph")
     return np.array([len(set(graph.neighbors(node)) - {node}) + 1 for node in nodes], dtype=np.int64)
 
 
@@ -108,13 +110,12 @@ def _graph_from_name(
     path: str | None,
 ) -> nx.Graph:
     """Dispatch a topology name to its generator and return the graph on ``0..N-1``."""
-    if name not in TOPOLOGIES:
-        raise ValueError(f"topology: unknown {name!r}; allowed: {', '.join(TOPOLOGIES)}")
+    check_topology(name)
     num_agents = _check_num_agents(name, num_agents)
 
     if name == "ring":
         if num_agents < 3:
-            raise ValueError(f"topology: 'ring' needs at least 3 agents, got num_agents={num_agents}")
+            raise ConfigError(f"topology: 'ring' needs at least 3 agents, got num_agents={num_agents}")
         edges = [(i, (i + 1) % num_agents) for i in range(num_agents)]
     elif name == "complete":
         edges = [(i, j) for i in range(num_agents) for j in range(i + 1, num_agents)]
@@ -123,21 +124,17 @@ def _graph_from_name(
     elif name == "grid":
         edges = _grid_edges(num_agents)
     elif name == "erdos-renyi":
-        p = _check_probability(p)
-        seed = _check_seed(seed)
-        edges = nx.erdos_renyi_graph(num_agents, p, seed=seed).edges
+        check_topology(name, p=p, seed=seed)
+        edges = nx.erdos_renyi_graph(num_agents, float(p), seed=int(seed)).edges
     elif name == "geometric":
-        radius = _check_radius(radius)
-        seed = _check_seed(seed)
-        edges = nx.random_geometric_graph(num_agents, radius, seed=seed).edges
+        check_topology(name, radius=radius, seed=seed)
+        edges = nx.random_geometric_graph(num_agents, float(radius), seed=int(seed)).edges
     elif name == "small-world":
-        k = _check_small_world_k(k, num_agents)
-        p = _check_probability(p)
-        seed = _check_seed(seed)
-        edges = nx.watts_strogatz_graph(num_agents, k, p, seed=seed).edges
+        check_topology(name, p=p, k=k, seed=seed, num_agents=num_agents)
+        edges = nx.watts_strogatz_graph(num_agents, int(k), float(p), seed=int(seed)).edges
     elif name == "difmaml-paper":
         if num_agents != 6:
-            raise ValueError(
+            raise ConfigError(
                 f"topology: 'difmaml-paper' is the authors' 6-agent graph; got num_agents={num_agents}, need 6"
             )
         edges = DIFMAML_PAPER_EDGES
@@ -170,29 +167,29 @@ def _grid_edges(num_agents: int) -> list[tuple[int, int]]:
 def _graph_from_networkx(graph: nx.Graph, num_agents: int) -> nx.Graph:
     """Copy a user graph onto ``0..N-1`` (sorted node order), dropping self-loops."""
     if graph.is_directed():
-        raise ValueError("topology: got a directed graph; allowed: an undirected networkx.Graph")
+        raise ConfigError("topology: got a directed graph; allowed: an undirected networkx.Graph")
     num_agents = _check_num_agents("graph", num_agents)
     if graph.number_of_nodes() != num_agents:
-        raise ValueError(
+        raise ConfigError(
             f"topology: the given graph has {graph.number_of_nodes()} nodes but num_agents={num_agents}"
         )
     if set(graph.nodes) != set(range(num_agents)):
         try:
             graph = nx.convert_node_labels_to_integers(graph, ordering="sorted")
         except TypeError:
-            raise ValueError("topology: the given graph's node labels cannot be sorted; use integers 0..N-1") from None
+            raise ConfigError("topology: the given graph's node labels cannot be sorted; use integers 0..N-1") from None
     return _agent_graph(num_agents, graph.edges())
 
 
 def _read_edge_list(path: str | None, num_agents: int) -> list[tuple[int, int]]:
     """Parse an edge list: one ``u v`` per line, ``#`` comments and blank lines ignored."""
     if not path:
-        raise ValueError("topology-file: required when topology = 'file'; got no path")
+        raise ConfigError("topology-file: required when topology = 'file'; got no path")
     try:
         with open(path, encoding="utf-8") as handle:
             lines = handle.readlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"topology-file: cannot read {path}: {_one_line(error)}") from None
+        raise ConfigError(f"topology-file: cannot read {path}: {one_line(error)}") from None
 
     edges = []
     for line_number, raw_line in enumerate(lines, start=1):
@@ -205,22 +202,22 @@ def _read_edge_list(path: str | None, num_agents: int) -> list[tuple[int, int]]:
                 raise ValueError
             u, v = int(fields[0]), int(fields[1])
         except ValueError:
-            raise ValueError(
+            raise ConfigError(
                 f"topology-file: {path} line {line_number}: expected two integers 'u v', got {line!r}"
             ) from None
         for vertex in (u, v):
             if not 0 <= vertex < num_agents:
-                raise ValueError(
+                raise ConfigError(
                     f"topology-file: {path} line {line_number}: vertex {vertex} out of range; "
                     f"allowed: 0..{num_agents - 1} (num_agents={num_agents})"
                 )
         edges.append((u, v))
 
     if not edges:
-        raise ValueError(f"topology-file: {path} has no edges; expected lines 'u v' with 0 <= u, v < {num_agents}")
+        raise ConfigError(f"topology-file: {path} has no edges; expected lines 'u v' with 0 <= u, v < {num_agents}")
     largest_vertex = max(max(u, v) for u, v in edges)
     if largest_vertex + 1 != num_agents:
-        raise ValueError(
+        raise ConfigError(
             f"topology-file: {path} names agents 0..{largest_vertex} ({largest_vertex + 1} agents) "
             f"but num_agents={num_agents}"
         )
@@ -230,47 +227,51 @@ def _read_edge_list(path: str | None, num_agents: int) -> list[tuple[int, int]]:
 def _check_num_agents(name: str, num_agents: int) -> int:
     """At least 2 agents, or exactly 1 with 'complete'."""
     if isinstance(num_agents, bool) or not isinstance(num_agents, (int, np.integer)):
-        raise ValueError(f"topology: num_agents must be an integer, got {num_agents!r}")
+        raise ConfigError(f"topology: num_agents must be an integer, got {num_agents!r}")
     minimum = 1 if name == "complete" else 2
     if num_agents < minimum:
-        raise ValueError(
+        raise ConfigError(
             f"topology: {name!r} needs num_agents >= {minimum}, got {num_agents} "
             "(a single agent is allowed only with 'complete')"
         )
     return int(num_agents)
 
 
-def _check_probability(p: float) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"topology-p: got {p!r}; allowed: a number in [0, 1]")
-    return float(p)
-
-
-def _check_radius(radius: float) -> float:
-    if (
+def check_topology(
+    name: str,
+    *,
+    p: float | None = None,
+    radius: float | None = None,
+    k: int | None = None,
+    seed: int | None = None,
+    num_agents: int | None = None,
+) -> None:
+    """Check a topology name and the parameters given (the run config checks keys
+    ``topology``, ``topology-p``, ``-radius``, ``-k``, ``-seed`` here; ``make_graph`` checks
+    the ones its topology uses). ``k < num_agents`` only when ``num_agents`` is given."""
+    check_choice("topology", name, TOPOLOGIES)
+    if p is not None and (
+        isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0.0 <= p <= 1.0
+    ):
+        raise ConfigError(f"topology-p: got {p!r}; allowed: a number in [0, 1]")
+    if radius is not None and (
         isinstance(radius, bool)
         or not isinstance(radius, (int, float, np.floating, np.integer))
         or not math.isfinite(radius)
         or radius <= 0
     ):
-        raise ValueError(f"topology-radius: got {radius!r}; allowed: a finite number > 0")
-    return float(radius)
-
-
-def _check_small_world_k(k: int, num_agents: int) -> int:
-    k_int = _as_int(k)
-    if k_int is None or k_int < 2 or k_int % 2 != 0 or k_int >= num_agents:
-        raise ValueError(
-            f"topology-k: got {k!r}; allowed: an even integer with 2 <= k < num_agents={num_agents}"
-        )
-    return k_int
-
-
-def _check_seed(seed: int) -> int:
-    seed_int = _as_int(seed)
-    if seed_int is None or seed_int < 0:
-        raise ValueError(f"topology-seed: got {seed!r}; allowed: an integer >= 0")
-    return seed_int
+        raise ConfigError(f"topology-radius: got {radius!r}; allowed: a finite number > 0")
+    if k is not None:
+        k_int = _as_int(k)
+        if k_int is None or k_int < 2 or k_int % 2 != 0 or (num_agents is not None and k_int >= num_agents):
+            raise ConfigError(
+                f"topology-k: got {k!r}; allowed: an even integer with 2 <= k < num_agents"
+                + (f"={num_agents}" if num_agents is not None else "")
+            )
+    if seed is not None:
+        seed_int = _as_int(seed)
+        if seed_int is None or seed_int < 0:
+            raise ConfigError(f"topology-seed: got {seed!r}; allowed: an integer >= 0")
 
 
 def _as_int(value: object) -> int | None:
@@ -283,6 +284,3 @@ def _as_int(value: object) -> int | None:
         return int(value)
     return None
 
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
+import networkx as nx
 import numpy as np
 
 matplotlib.use("Agg")
@@ -73,8 +75,6 @@ def _band(ax: plt.Axes, runs: list[list[dict]], key: str, label: str) -> None:
 
 def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[Path]:
     """mse_vs_round.png, mse_vs_steps.png, disagreement.png and graph.png for a comparison."""
-    import json
-
     written = []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key in zip(axes, ("full-mse-1", "own-mse-1")):
@@ -110,10 +110,6 @@ def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[
 
 def plot_graph(run_dir: Path, path: Path) -> Path:
     """The run's graph, edges labelled with their combination weights a_lk / a_kl."""
-    import json
-
-    import networkx as nx
-
     config = json.loads((run_dir / "config.json").read_text())
     weights = np.load(run_dir / "combination.npy")
     graph = nx.Graph()

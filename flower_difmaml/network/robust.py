@@ -17,6 +17,8 @@ from functools import partial
 
 import numpy as np
 
+from ..errors import check_choice
+
 ROBUST_RULES = ("median", "trimmed-mean")
 
 
@@ -35,8 +37,5 @@ def trimmed_mean(models: np.ndarray, trim: int) -> np.ndarray:
 
 def robust_rule(name: str, trim: int) -> Callable[[np.ndarray], np.ndarray]:
     """The aggregation ``name`` (one of ``ROBUST_RULES``) as a function of the models (n, P)."""
-    if name == "median":
-        return coordinate_median
-    if name == "trimmed-mean":
-        return partial(trimmed_mean, trim=trim)
-    raise ValueError(f"combination: unknown robust rule {name!r}; allowed: {', '.join(ROBUST_RULES)}")
+    check_choice("combination", name, ROBUST_RULES)
+    return coordinate_median if name == "median" else partial(trimmed_mean, trim=trim)

@@ -1,4 +1,4 @@
-"""The engine that reaches agents through Flower messages (thin: encode, send, decode).
+"""Agents reached through Flower messages (thin: encode, send, decode).
 
 Replies are pulled with a short exponential back-off (1 ms up to 20 ms) instead of the
 grid's fixed 0.1 s sleep, so a round costs the engine's pick-up plus the agents' compute.
@@ -16,9 +16,12 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from ..errors import ConfigError
+from ..runner.rounds import CombineReplies, TrainReplies
+from ..strategies.base import CombineRequest
 from .records import COMBINE, NEIGHBOURS, OPTIMIZER_STATE, RUNNING_LOSSES, model_record, model_vector, models_record
-from .strategies.base import CombineRequest
-from .strategies.rounds import CombineReplies, TrainReplies
+
+DISCOVERY_TIMEOUT = 120.0  # seconds to wait for every agent's node to connect
 
 
 def exchange(grid: Grid, messages: list[Message], timeout: float) -> dict[int, Message]:
@@ -46,6 +49,40 @@ def exchange(grid: Grid, messages: list[Message], timeout: float) -> dict[int, M
             time.sleep(delay)
             delay = min(2 * delay, 0.02)
     return replies
+
+
+def discover_agents(grid: Grid, timeout: float = DISCOVERY_TIMEOUT) -> list[int]:
+    """Node ids in agent order: ask every node its ``partition-id`` once (a query message).
+
+    Waits until ``num-partitions`` distinct agents have answered; two nodes claiming one
+    partition, or nodes that disagree on ``num-partitions``, are errors.
+    """
+    deadline = time.monotonic() + timeout
+    agents: dict[int, int] = {}
+    asked: set[int] = set()
+    expected: set[int] = set()
+    while time.monotonic() < deadline:
+        new = [n for n in grid.get_node_ids() if n not in asked]
+        messages = [Message(RecordDict(), n, MessageType.QUERY) for n in new]
+        asked.update(new)
+        for i, reply in exchange(grid, messages, max(1.0, deadline - time.monotonic())).items():
+            node_id = messages[i].metadata.dst_node_id
+            if reply.has_error():
+                raise RuntimeError(f"node {node_id} failed to identify: {reply.error.reason}")
+            record = reply.content["agent"]
+            agent, count = int(record["partition-id"]), int(record["num-partitions"])
+            expected.add(count)
+            if len(expected) > 1:
+                raise ConfigError(f"num-partitions: nodes disagree on the number of agents: {sorted(expected)}")
+            if agent in agents:
+                raise ConfigError(f"partition-id: two nodes claim agent {agent}")
+            if not 0 <= agent < count:
+                raise ConfigError(f"partition-id: {agent} out of range; allowed: 0..{count - 1}")
+            agents[agent] = node_id
+        if expected and len(agents) == next(iter(expected)):
+            return [agents[k] for k in range(len(agents))]
+        time.sleep(0.5)
+    raise TimeoutError(f"only {len(agents)} of {sorted(expected) or '?'} agents connected within {timeout} s")
 
 
 class FlowerAgents:

@@ -1,7 +1,7 @@
 """Several strategies x seeds on one graph: runs, one table (mean ± std over seeds), plots.
 
-    python -m flower_difmaml.sim compare --strategies dif-maml,fedavg-maml,non-coop --seeds 0,1,2 -c "..."
-    python -m flower_difmaml.sim report <folder>
+    flower-difmaml compare --strategies dif-maml,fedavg-maml,non-coop --seeds 0,1,2 -c "..."
+    flower-difmaml report <folder>
 
 Every run uses the same config but for ``strategy`` and ``seed``: the same graph
 (``topology-seed``), and for one seed the same tasks and initial model across strategies.
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import RunConfig
+from .plots import plot_comparison
 from .results import FINAL_KEYS, read_metrics
 
 RUNS = "runs"
@@ -36,14 +37,12 @@ def compare(
     folder: Path,
     *,
     num_agents: int,
-    engine: str = "flower",
+    run: Callable[[RunConfig, int], object],
     progress: Callable[[str], None] = print,
 ) -> list[str]:
-    """Run every strategy x seed (a failing run is reported; the others still run), then
-    write the report. Returns the names of the runs that failed."""
-    from .engine import run_flower_simulation
-    from .vectorized import run_vectorized
-
+    """Run every strategy x seed with ``run(config, num_agents)`` (an engine: Flower's
+    simulation or the vectorised one; a failing run is reported, the others still run),
+    then write the report. Returns the names of the runs that failed."""
     folder.mkdir(parents=True, exist_ok=True)
     total, failed = len(strategies) * len(seeds), []
     for i, (strategy, seed) in enumerate(((s, seed) for s in strategies for seed in seeds), start=1):
@@ -51,10 +50,7 @@ def compare(
         start = time.perf_counter()
         try:
             config = base.replace(strategy=strategy, seed=seed, results_dir=str(folder / RUNS), run_name=name)
-            if engine == "vectorized":
-                run_vectorized(config, num_agents, progress=lambda line: None)
-            else:
-                run_flower_simulation(config, num_agents)
+            run(config, num_agents)
             final = json.loads((folder / RUNS / name / "summary.json").read_text())["final"]
             progress(f"[{i}/{total}] {name}: full-mse-1 {final['full-mse-1']:.4f} own-mse-1 {final['own-mse-1']:.4f} "
                      f"({time.perf_counter() - start:.1f} s)")
@@ -108,8 +104,6 @@ def report(folder: Path) -> str:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    from .plots import plot_comparison  # matplotlib only when drawing
-
     plot_comparison(folder, {strategy: [read_metrics(run) for run in runs] for strategy, runs in groups.items()})
     text = markdown(rows)
     (folder / "comparison.md").write_text(text + "\n")

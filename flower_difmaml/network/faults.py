@@ -1,41 +1,39 @@
-"""The communication graph and combination matrix a run config names (no Flower)."""
+"""Seeded fault injection for experiments (no Flower): failing agents and links that drop.
+
+Both are drawn from ``keyed_generator(seed, agent, round, stream)``, so every engine (a
+Flower ClientApp, the in-process vectorised engine) sees the same faults in a run.
+"""
 
 from __future__ import annotations
 
 import networkx as nx
 import numpy as np
 
-from ..config import NEIGHBOURHOOD_RULES, RunConfig
-from ..faults import links_up
+from ..streams import Stream, keyed_generator
 from .combination import COMBINATION_RULES, combination_matrix, restricted_combination
-from .graphs import make_graph
+
+INJECTED_FAILURE = "injected failure (fail-prob)"
 
 
-def matrix_rule(config: RunConfig) -> str:
-    """The rule that makes A: identity for non-coop; for the neighbourhood rules (median,
-    trimmed-mean, resilient), which weigh the closed neighbourhood themselves, uniform
-    weights, whose support is that neighbourhood."""
-    if config.strategy == "non-coop":
-        return "identity"
-    return "uniform" if config.combination in NEIGHBOURHOOD_RULES else config.combination
+class InjectedFailure(RuntimeError):
+    """Raised by an agent that run-config key ``fail-prob`` makes fail this round."""
+
+    def __init__(self) -> None:
+        super().__init__(INJECTED_FAILURE)
 
 
-def build_network(config: RunConfig, num_agents: int) -> tuple[nx.Graph, np.ndarray]:
-    """The graph on ``num_agents`` agents and its combination matrix A (see ``matrix_rule``)."""
-    graph = make_graph(
-        config.topology, num_agents, p=config.topology_p, radius=config.topology_radius,
-        k=config.topology_k, seed=config.topology_seed, path=config.topology_file or None,
-    )
-    return graph, combination_matrix(matrix_rule(config), graph)
+def agent_fails(seed: int, agent: int, round_: int, fail_prob: float) -> bool:
+    """Whether agent ``agent``'s training call in round ``round_`` fails (probability ``fail_prob``)."""
+    if fail_prob <= 0.0:
+        return False
+    return bool(keyed_generator(seed, agent, round_, Stream.FAILURE).random() < fail_prob)
 
 
-def round_combination(
-    config: RunConfig, graph: nx.Graph, combination: np.ndarray
-) -> np.ndarray | DroppingLinks:
-    """A, or A_i by round when Dif-MAML's links drop (``link-drop-prob`` > 0)."""
-    if config.strategy != "dif-maml" or config.link_drop_prob <= 0.0:
-        return combination
-    return DroppingLinks(graph, matrix_rule(config), combination, config.link_drop_prob, config.seed)
+def links_up(num_links: int, seed: int, round_: int, link_drop_prob: float) -> np.ndarray:
+    """Boolean mask: which of ``num_links`` links are up in round ``round_`` (each down with ``link_drop_prob``)."""
+    if link_drop_prob <= 0.0:
+        return np.ones(num_links, dtype=bool)
+    return keyed_generator(seed, 0, round_, Stream.LINKS).random(num_links) >= link_drop_prob
 
 
 class DroppingLinks:

@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from torch.func import vmap
 
-from ..clients.resilient import initial_running_losses
 from ..config import RunConfig
-from ..faults import INJECTED_FAILURE, agent_fails
 from ..learner import MetaLearner
 from ..meta import TaskBatch
+from ..network.faults import INJECTED_FAILURE, agent_fails
+from ..network.resilient import initial_running_losses
 from ..strategies.base import CombineRequest
-from ..strategies.rounds import CombineReplies, TrainReplies
-from .experiment import run_experiment
+from .experiment import run_experiment, set_up_run
+from .rounds import CombineReplies, TrainReplies
 
 EVAL_TASKS_PER_CHUNK = 2000  # evaluation tasks in one vmap call (bounds memory at N = 1000)
 
@@ -108,4 +108,4 @@ class VectorizedAgents:
 
 def run_vectorized(config: RunConfig, num_agents: int, *, progress: Callable[[str], None] = print) -> dict:
     """Run ``config`` on ``num_agents`` agents in this process; returns the summary."""
-    return run_experiment(config, num_agents, VectorizedAgents, progress=progress, extra={"engine": "vectorized"})
+    return run_experiment(set_up_run(config, num_agents), VectorizedAgents, progress=progress, extra={"engine": "vectorized"})

@@ -1,0 +1,138 @@
+"""Command line ``flower-difmaml`` (also ``python -m flower_difmaml``)::
+
+    flower-difmaml run --engine vectorized|flower [--num-agents N] -c "key=value ..."
+    flower-difmaml check [--num-agents N] -c "key=value ..."   (validate only: writes nothing)
+    flower-difmaml compare --strategies dif-maml,fedavg-maml,non-coop --seeds 0,1,2 [-c ...]
+    flower-difmaml report <folder>
+    flower-difmaml stop-superlink    (the local SuperLink ``flwr run`` left running, by PID)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tomllib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import client_app, server_app
+from ..config import ConfigError, RunConfig
+from ..flower.local_superlink import flwr_home, local_superlink_pids, stop_processes
+from ..flower.simulation import run_flower_simulation
+from ..runner.compare import compare, report
+from ..runner.experiment import set_up_run
+from ..runner.vectorized import run_vectorized
+
+
+def run_in_flower(config: RunConfig, num_agents: int) -> None:
+    """This app in Flower's simulation engine, in this process (one Ray actor per core)."""
+    run_flower_simulation(config, num_agents, server_app.app, client_app.app)
+
+
+def run_in_process(config: RunConfig, num_agents: int) -> None:
+    """All agents in this process, vectorised (no Flower, no progress lines)."""
+    run_vectorized(config, num_agents, progress=lambda line: None)
+
+
+ENGINES = {"vectorized": run_in_process, "flower": run_in_flower}
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """``"key=value key2='text'"`` -> dict, values read as TOML (as ``flwr run -c`` does)."""
+    out: dict[str, Any] = {}
+    for item in shlex.split(text, posix=False):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{item}: expected key=value")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            raise ConfigError(f"{key}: cannot read value {value!r} (quote strings: key='text')") from None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flower-difmaml", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_command = commands.add_parser("run", help="run one config")
+    run_command.add_argument("--engine", choices=list(ENGINES), default="vectorized")
+    run_command.add_argument("--num-agents", type=int, default=10)
+    run_command.add_argument("-c", "--run-config", default="", help='overrides, e.g. "strategy=\'non-coop\' num-rounds=100"')
+    check_command = commands.add_parser("check", help="validate a config: keys, graph, matrix, results folder (no Ray)")
+    check_command.add_argument("--num-agents", type=int, default=10)
+    check_command.add_argument("-c", "--run-config", default="")
+    compare_command = commands.add_parser("compare", help="several strategies x seeds, one table and plots")
+    compare_command.add_argument("--strategies", default="dif-maml,fedavg-maml,non-coop")
+    compare_command.add_argument("--seeds", default="0,1,2")
+    compare_command.add_argument("--engine", choices=list(ENGINES), default="flower")
+    compare_command.add_argument("--num-agents", type=int, default=10)
+    compare_command.add_argument("--out", default="", help="folder (default: <results-dir>/compare-<UTC time>)")
+    compare_command.add_argument("-c", "--run-config", default="")
+    report_command = commands.add_parser("report", help="redraw a comparison's table and plots")
+    report_command.add_argument("folder")
+    commands.add_parser("stop-superlink", help="stop the local SuperLink that `flwr run` left running ($FLWR_HOME)")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "report":
+            print(report(Path(args.folder).expanduser().resolve()))
+            return 0
+        if args.command == "stop-superlink":
+            return _stop_superlink()
+        config = RunConfig.from_mapping({**RunConfig().to_mapping(), **parse_overrides(args.run_config)})
+        if args.num_agents < 1:
+            raise ConfigError(f"num-agents: {args.num_agents} out of range; allowed: >= 1")
+        if args.command == "check":
+            return _check(config, args.num_agents)
+        if args.command == "compare":
+            return _compare(args, config)
+        if args.engine == "vectorized":
+            run_vectorized(config, args.num_agents)
+        else:
+            run_in_flower(config, args.num_agents)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _check(config: RunConfig, num_agents: int) -> int:
+    """Everything a run checks before it starts, without starting it: nothing is written."""
+    setup = set_up_run(config, num_agents)
+    where = f"resumes {setup.run_dir} after round {setup.checkpoint.round}" if setup.checkpoint else f"writes {setup.run_dir}"
+    byzantine = f"Byzantine agents {sorted(setup.byzantine)} ({config.attack}); " if setup.byzantine else ""
+    print(
+        f"ok: {config.strategy} on {num_agents} agents, {config.topology} graph with {setup.graph.number_of_edges()} "
+        f"edges (connected), {config.combination} weights; {byzantine}{config.num_rounds} rounds; {where}"
+    )
+    return 0
+
+
+def _stop_superlink() -> int:
+    pids = local_superlink_pids()
+    if not pids:
+        print(f"no local SuperLink of FLWR_HOME={flwr_home()} is running")
+        return 0
+    stop_processes(pids)
+    print(f"stopped the local SuperLink of FLWR_HOME={flwr_home()} (PID {', '.join(map(str, pids))})")
+    return 0
+
+
+def _compare(args: argparse.Namespace, config: RunConfig) -> int:
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"seeds: {args.seeds!r}; allowed: comma-separated integers >= 0") from None
+    for strategy in strategies:  # every name checked before the first run starts
+        config.replace(strategy=strategy)
+    for seed in seeds:
+        config.replace(seed=seed)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = Path(args.out or Path(config.results_dir) / f"compare-{stamp}").expanduser().resolve()
+    failed = compare(config, strategies, seeds, folder, num_agents=args.num_agents, run=ENGINES[args.engine])
+    print(f"comparison written to {folder}")
+    return 1 if failed else 0
+

@@ -1,0 +1,2 @@
+"""Running experiments (no Flower import): the round loop, set-up and checks, checkpoints,
+results files and plots, comparisons, and the in-process vectorised engine."""

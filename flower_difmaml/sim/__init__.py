@@ -1,1 +1,0 @@
-"""Graphs, combination matrices, experiment runner and reports (the graph math imports no Flower)."""
