@@ -21,7 +21,7 @@ import torch
 from flower_difmaml.meta import meta_gradient, meta_gradient_loop
 from flower_difmaml.models import initial_parameters
 from flower_difmaml.streams import keyed_generator
-from flower_difmaml.tasks import SinusoidTasks
+from flower_difmaml.tasks.sinusoid import SinusoidTasks
 from flower_difmaml.streams import Stream
 
 RESULTS = Path(__file__).parent / "results" / "meta_step.json"
@@ -34,14 +34,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    family = SinusoidTasks(num_agents=10, heterogeneity="phase")
+    family = SinusoidTasks(num_agents=10, heterogeneity="phase", shots=10, queries=10)
     model = family.make_model()
     params = initial_parameters(model, 0)
     kwargs = dict(inner_lr=0.01, inner_steps=1, first_order=False)
     candidates = {"vmap": meta_gradient, "loop": meta_gradient_loop}
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for i in range(args.repeats + 10):
-        batch = family.sample(keyed_generator(0, 0, i, Stream.TRAIN), 10, 10, 10, 0)
+        batch = family.sample(keyed_generator(0, 0, i, Stream.TRAIN), 10, 0)
         for name, step in candidates.items():
             start = time.perf_counter()
             step(model, params, batch, **kwargs)

@@ -112,9 +112,10 @@ def combine(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """MSE after the asked adaptation steps on the full and on the agent's own distribution."""
+    """The family's metrics after the asked adaptation steps, on the full and on the agent's
+    own distribution: {"full-mse": [...], "own-mse": [...]} (or "full-acc", "full-loss", ...)."""
     learner, agent = _agent(context)
     steps = tuple(int(s) for s in msg.content["config"]["steps"])
     curves = learner.evaluate(learner.layout.params(model_vector(msg.content["model"])), agent, steps)
-    metrics = MetricRecord({f"{name}-mse": [float(v) for v in curve] for name, curve in curves.items()})
+    metrics = MetricRecord({key: [float(v) for v in curve] for key, curve in curves.items()})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

@@ -25,11 +25,10 @@ from .meta.maml import evaluate_after_adaptation, meta_objective
 from .meta.optimizers import OptimizerState
 from .models import initial_parameters
 from .streams import Stream, keyed_generator
-from .tasks import SinusoidTasks, TaskFamily
+from .tasks import TaskFamily, family_class
 
-EVAL_STEPS = tuple(range(11))  # fine-tune 0..10 SGD steps (the Dif-MAML paper's test)
-REPORTED_STEPS = (0, 1, 10)  # what every evaluation round reports; the last one reports all
 EVAL_ROUND = 0  # evaluation tasks are the same at every evaluation
+SOURCES = ("full", "own")  # evaluation tasks from the full distribution, and from the agent's own
 
 
 @dataclass(frozen=True)
@@ -38,31 +37,35 @@ class ParamLayout:
 
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
+    dtype: torch.dtype = torch.float64
 
     @classmethod
     def of(cls, params: Params) -> ParamLayout:
-        return cls(tuple(params), tuple(tuple(p.shape) for p in params.values()))
+        return cls(tuple(params), tuple(tuple(p.shape) for p in params.values()), next(iter(params.values())).dtype)
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        """The dtype of the flat vectors (messages, checkpoints): the model's."""
+        return torch.empty((), dtype=self.dtype).numpy().dtype
 
     @property
     def size(self) -> int:
         return sum(math.prod(s) for s in self.shapes)
 
     def vector(self, params: Params) -> np.ndarray:
-        """The parameters in layout order, concatenated (float64), shape (..., P).
+        """The parameters in layout order, concatenated, shape (..., P), in the model's dtype.
 
         Leading dimensions (e.g. agents, for stacked parameters) are kept.
         """
         first = params[self.names[0]]
         lead = tuple(first.shape[: first.ndim - len(self.shapes[0])])
-        return np.concatenate(
-            [params[n].detach().reshape(*lead, -1).numpy() for n in self.names], axis=-1
-        ).astype(np.float64)
+        return torch.cat([params[n].detach().reshape(*lead, -1) for n in self.names], dim=-1).numpy()
 
     def params(self, vector: np.ndarray) -> Params:
-        """Inverse of :meth:`vector`: float64 tensors of shapes (..., *shape)."""
+        """Inverse of :meth:`vector`: tensors of shapes (..., *shape) in the model's dtype."""
         if vector.shape[-1:] != (self.size,):
             raise ValueError(f"model vector has shape {vector.shape}; expected (..., {self.size})")
-        flat = torch.from_numpy(np.array(vector, dtype=np.float64))
+        flat = torch.from_numpy(np.array(vector, dtype=self.numpy_dtype))
         lead = tuple(flat.shape[:-1])
         out, start = {}, 0
         for name, shape in zip(self.names, self.shapes):
@@ -84,7 +87,7 @@ class MetaLearner:
 
     @classmethod
     def from_config(cls, config: RunConfig, num_agents: int) -> MetaLearner:
-        family = SinusoidTasks(num_agents=num_agents, heterogeneity=config.heterogeneity)
+        family = family_class(config.task).from_config(config, num_agents)
         return cls(
             config=config,
             num_agents=num_agents,
@@ -104,11 +107,25 @@ class MetaLearner:
     def initial_vector(self) -> np.ndarray:
         return self.layout.vector(self.initial_parameters())
 
+    @property
+    def reported_steps(self) -> tuple[int, ...]:
+        """Adaptation steps every evaluation round reports: 0, 1 and ``eval-inner-steps``."""
+        return tuple(sorted({0, 1, self.config.eval_inner_steps}))
+
+    @property
+    def curve_steps(self) -> tuple[int, ...]:
+        """Steps the last evaluation reports: 0..``eval-inner-steps`` (the adaptation curve)."""
+        return tuple(range(self.config.eval_inner_steps + 1))
+
+    @property
+    def evaluation_keys(self) -> tuple[str, ...]:
+        """What an evaluation returns per agent: ``<full|own>-<metric>``, e.g. ``full-mse``."""
+        return tuple(f"{source}-{name}" for source in SOURCES for name in self.family.metric_names)
+
     def train_batch(self, agent: int, round_: int, stream: Stream = Stream.TRAIN) -> TaskBatch:
         """Agent ``agent``'s tasks of round ``round_`` from its own distribution."""
         c = self.config
-        rng = keyed_generator(c.seed, agent, round_, stream)
-        return self.family.sample(rng, c.tasks_per_agent, c.shots, c.queries, agent)
+        return self.family.sample(keyed_generator(c.seed, agent, round_, stream), c.tasks_per_agent, agent)
 
     def meta_step(self, params: Params, state: OptimizerState, batch: TaskBatch) -> tuple[Params, OptimizerState, Tensor]:
         """Adapt: phi_k = w_k - mu * step(grad J_k(w_k)) on ``batch``; returns (phi_k, new state, J_k(w_k)).
@@ -157,7 +174,7 @@ class MetaLearner:
         batch = self.train_batch(agent, round_, Stream.TRAIN if c.resilient_score == "current" else Stream.SCORE)
         with torch.no_grad():
             losses = vmap(objective, in_dims=(0, None))(self.layout.params(models), batch)
-        return losses.numpy()
+        return losses.numpy().astype(np.float64)
 
     def resilient_step(
         self, agent: int, round_: int, models: dict[int, np.ndarray], running_losses: np.ndarray
@@ -175,16 +192,22 @@ class MetaLearner:
         distribution and from its own."""
         c = self.config
         return {
-            name: self.family.sample_evaluation(keyed_generator(c.seed, agent, EVAL_ROUND, stream), c.eval_tasks, c.shots, source)
-            for name, stream, source in (("full", Stream.EVAL_FULL, None), ("own", Stream.EVAL_OWN, agent))
+            source: self.family.sample_evaluation(keyed_generator(c.seed, agent, EVAL_ROUND, stream), c.eval_tasks, owner)
+            for source, stream, owner in zip(SOURCES, (Stream.EVAL_FULL, Stream.EVAL_OWN), (None, agent))
         }
 
-    def evaluate_batch(self, params: Params, batch: TaskBatch, steps: Sequence[int] = EVAL_STEPS) -> Tensor:
-        """MSE after ``steps`` fine-tuning steps (lr ``inner-lr``), mean over the batch's tasks."""
+    def evaluate_batch(self, params: Params, batch: TaskBatch, steps: Sequence[int]) -> dict[str, Tensor]:
+        """The family's metrics after ``steps`` fine-tuning steps (lr ``inner-lr``), mean over
+        the batch's tasks: {metric: (len(steps),)}."""
         return evaluate_after_adaptation(
-            self.model, params, batch, inner_lr=self.config.inner_lr, steps=steps, loss_fn=self.family.loss_fn
+            self.model, params, batch,
+            inner_lr=self.config.inner_lr, steps=steps, loss_fn=self.family.loss_fn, metrics=self.family.metrics,
         )
 
-    def evaluate(self, params: Params, agent: int, steps: Sequence[int] = EVAL_STEPS) -> dict[str, Tensor]:
-        """{"full": MSE after ``steps`` on the full distribution, "own": on agent's own}."""
-        return {name: self.evaluate_batch(params, batch, steps) for name, batch in self.evaluation_batches(agent).items()}
+    def evaluate(self, params: Params, agent: int, steps: Sequence[int]) -> dict[str, Tensor]:
+        """{``<full|own>-<metric>``: values after ``steps``} for agent ``agent``."""
+        return {
+            f"{source}-{name}": curve
+            for source, batch in self.evaluation_batches(agent).items()
+            for name, curve in self.evaluate_batch(params, batch, steps).items()
+        }

@@ -37,7 +37,9 @@ def main(grid: Grid, context: Context) -> None:
         return
     run_experiment(
         setup,
-        lambda learner: FlowerAgents(grid, node_ids, config.reply_timeout, keep_states=_keeps_state(learner)),
+        lambda learner: FlowerAgents(
+            grid, node_ids, config.reply_timeout, _keeps_state(learner), learner.evaluation_keys
+        ),
         progress=lambda line: log(INFO, line),
         extra={"engine": "flower"},
     )

@@ -163,7 +163,7 @@ def test_metrics_leave_byzantine_agents_out_and_show_them_apart() -> None:
     models = np.array([[0.0], [2.0], [1000.0]])  # agent 2 is Byzantine
     steps = (0, 1, 10)
     curve = np.array([[1.0, 2.0, 0.5], [3.0, 4.0, 1.5], [100.0, 200.0, 50.0]])
-    out = evaluation_metrics({"full": curve, "own": curve}, steps, models, frozenset({2}))
+    out = evaluation_metrics({"full-mse": curve, "own-mse": curve}, steps, (0, 1, 10), models, frozenset({2}))
     assert out["full-mse-1"] == pytest.approx(3.0) and out["own-mse-10"] == pytest.approx(1.0)
     assert out["byzantine-full-mse-1"] == pytest.approx(200.0)
     assert out["full-evaluated"] == 2

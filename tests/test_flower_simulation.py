@@ -48,6 +48,11 @@ RUNS = {
         fail_prob=0.2, resilient_gamma=0.5,
     ),
     "dif-median": dict(strategy="dif-maml", topology="complete", combination="median", byzantine="1", attack="gaussian"),
+    "digits-float32": dict(  # few-shot images in float32, Adam, failing agents
+        strategy="dif-maml", task="digits", heterogeneity="classes", topology="ring", n_way=3, shots=1, queries=2,
+        tasks_per_agent=2, filters=4, inner_lr=0.4, eval_inner_steps=3, num_rounds=6, eval_every=3, eval_tasks=3,
+        meta_optimizer="adam", meta_lr=0.01, fail_prob=0.2, checkpoint_every=3,
+    ),
 }
 
 
@@ -102,6 +107,25 @@ def test_vectorized_engine_gives_the_flower_numbers(flower_runs: Path, tmp_path:
     for flower_line, vectorized_line in zip(read_metrics(flower_runs / name), read_metrics(tmp_path / name)):
         for key in ("replies", "failed", "failed-agents", "links-down", "combined", "kept", "byzantine-kept"):
             assert flower_line.get(key) == vectorized_line.get(key), (flower_line["round"], key)
+
+
+def test_float32_images_give_the_same_numbers_in_both_engines(flower_runs: Path, tmp_path: Path) -> None:
+    """float32: the engines sum in other orders (one agent vs all in one vmap), so they agree
+    to float32 round-off: models within 1e-4 relative, metrics within 1e-3."""
+    name = "digits-float32"
+    run_vectorized(_config(tmp_path, name), NUM_AGENTS, progress=lambda line: None)
+    flower, vectorized = _final(flower_runs / name), _final(tmp_path / name)
+    assert {"full-acc-0", "full-acc-1", "full-acc-3", "own-acc-3", "full-loss-3"} <= flower.keys() == vectorized.keys()
+    for key in flower:
+        assert vectorized[key] == pytest.approx(flower[key], rel=1e-3, abs=1e-4), key
+    models = np.load(flower_runs / name / "models.npy")
+    assert models.dtype == np.float32  # messages, replies and files in the run's dtype
+    np.testing.assert_allclose(np.load(tmp_path / name / "models.npy"), models, rtol=1e-4, atol=1e-5)
+    with np.load(flower_runs / name / "checkpoint.npz") as checkpoint:
+        assert checkpoint["strategy/models"].dtype == np.float32
+    assert [line["failed"] for line in read_metrics(flower_runs / name)[1:]] == [
+        line["failed"] for line in read_metrics(tmp_path / name)[1:]
+    ]
 
 
 def test_resilient_agents_combined_on_their_side_through_flower(flower_runs: Path) -> None:

@@ -8,14 +8,14 @@ from flower_difmaml.meta import TaskBatch, adapt, evaluate_after_adaptation, met
 from flower_difmaml.meta.maml import mse_loss
 from flower_difmaml.models import MLP, Conv4, initial_parameters
 from flower_difmaml.streams import keyed_generator
-from flower_difmaml.tasks import SinusoidTasks
+from flower_difmaml.tasks.sinusoid import SinusoidTasks
 from flower_difmaml.streams import Stream
 
 
 def _tiny_problem(num_tasks: int = 3, seed: int = 0) -> tuple[torch.nn.Module, dict, TaskBatch]:
     model = MLP((1, 4, 1)).double()
     params = initial_parameters(model, seed)
-    batch = SinusoidTasks().sample(keyed_generator(seed, 0, 0, Stream.TRAIN), num_tasks, 5, 7, None)
+    batch = SinusoidTasks(shots=5, queries=7).sample(keyed_generator(seed, 0, 0, Stream.TRAIN), num_tasks, None)
     return model, params, batch
 
 
@@ -72,7 +72,7 @@ def test_vmap_over_tasks_equals_the_loop(first_order: bool, inner_steps: int) ->
     family = SinusoidTasks()
     model = family.make_model()
     params = initial_parameters(model, 1)
-    batch = family.sample(keyed_generator(1, 0, 5, Stream.TRAIN), 10, 10, 10, None)
+    batch = family.sample(keyed_generator(1, 0, 5, Stream.TRAIN), 10, None)
     kwargs = dict(inner_lr=0.01, inner_steps=inner_steps, first_order=first_order)
     grads, loss = meta_gradient(model, params, batch, **kwargs)
     loop_grads, loop_loss = meta_gradient_loop(model, params, batch, **kwargs)
@@ -107,10 +107,16 @@ def test_meta_gradient_is_vmappable_over_agents() -> None:
 
 def test_evaluation_curve_starts_at_the_unadapted_loss_and_matches_manual_sgd() -> None:
     model, params, batch = _tiny_problem()
-    curve = evaluate_after_adaptation(model, params, batch, inner_lr=0.1, steps=range(4))
+    curve = evaluate_after_adaptation(model, params, batch, inner_lr=0.1, steps=range(4))["loss"]
     assert curve.shape == (4,)
-    subset = evaluate_after_adaptation(model, params, batch, inner_lr=0.1, steps=(0, 3))
+    subset = evaluate_after_adaptation(model, params, batch, inner_lr=0.1, steps=(0, 3))["loss"]
     torch.testing.assert_close(subset, curve[[0, 3]])
+    both = evaluate_after_adaptation(
+        model, params, batch, inner_lr=0.1, steps=(0, 3),
+        metrics=lambda prediction, target: {"mse": mse_loss(prediction, target), "mae": (prediction - target).abs().mean()},
+    )
+    assert set(both) == {"mse", "mae"} and both["mae"].shape == (2,)
+    torch.testing.assert_close(both["mse"], subset)
     losses = []
     for t in range(batch.num_tasks):
         theta = adapt(model, params, batch.x_support[t], batch.y_support[t], inner_lr=0.1, inner_steps=3)

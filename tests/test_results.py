@@ -15,8 +15,8 @@ from flower_difmaml.runner.results import RunRecorder, evaluation_metrics, read_
 def test_disagreement_and_means_by_hand() -> None:
     models = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 3.0]])  # mean (1, 1)
     # ||w_k - mean||^2 = 2, 2, 4 -> disagreement 8/3
-    curves = {"full": np.array([[3.0, 2.0, 1.0]] * 3), "own": np.array([[1.0, 1.0, 0.5], [3.0, 1.0, 0.5], [2.0, 1.0, 0.5]])}
-    metrics = evaluation_metrics(curves, (0, 1, 10), models)
+    curves = {"full-mse": np.array([[3.0, 2.0, 1.0]] * 3), "own-mse": np.array([[1.0, 1.0, 0.5], [3.0, 1.0, 0.5], [2.0, 1.0, 0.5]])}
+    metrics = evaluation_metrics(curves, (0, 1, 10), (0, 1, 10), models)
     assert metrics["disagreement"] == pytest.approx(8 / 3)
     assert metrics["full-mse-10"] == 1.0 and metrics["own-mse-0"] == 2.0
     assert metrics["agents"]["own-mse-0"] == [1.0, 3.0, 2.0]
@@ -25,7 +25,7 @@ def test_disagreement_and_means_by_hand() -> None:
 
 def test_full_curve_is_reported_when_all_steps_were_evaluated() -> None:
     curve = np.tile(np.arange(11.0), (2, 1))
-    metrics = evaluation_metrics({"full": curve, "own": curve}, range(11), np.zeros((2, 3)))
+    metrics = evaluation_metrics({"full-mse": curve, "own-mse": curve}, range(11), (0, 1, 10), np.zeros((2, 3)))
     assert metrics["full-mse-curve"] == list(np.arange(11.0)) and metrics["full-mse-10"] == 10.0
 
 
@@ -40,7 +40,7 @@ def test_explicit_run_name_never_overwrites(tmp_path: Path) -> None:
 def test_recorder_writes_lines_and_summary(tmp_path: Path) -> None:
     recorder = RunRecorder(tmp_path / "run", {"seed": 0}, extra={"num-agents": 2})
     curve = np.tile(np.linspace(2, 1, 11), (2, 1))
-    recorder.record(0, evaluation_metrics({"full": curve, "own": curve}, range(11), np.zeros((2, 3))))
+    recorder.record(0, evaluation_metrics({"full-mse": curve, "own-mse": curve}, range(11), (0, 1, 10), np.zeros((2, 3))))
     recorder.record(1, {"train-loss": 0.5})
     summary = recorder.finish(num_rounds=1)
     assert [m["round"] for m in read_metrics(tmp_path / "run")] == [0, 1]
@@ -52,10 +52,10 @@ def test_recorder_writes_lines_and_summary(tmp_path: Path) -> None:
 
 def test_agents_that_did_not_answer_are_left_out_of_the_means() -> None:
     curve = np.array([[2.0, 1.0, 0.5], [np.nan, np.nan, np.nan], [4.0, 3.0, 1.5]])
-    metrics = evaluation_metrics({"full": curve, "own": curve}, (0, 1, 10), np.zeros((3, 2)))
+    metrics = evaluation_metrics({"full-mse": curve, "own-mse": curve}, (0, 1, 10), (0, 1, 10), np.zeros((3, 2)))
     assert metrics["full-mse-1"] == 2.0 and metrics["full-evaluated"] == 2
     assert metrics["agents"]["own-mse-10"] == [0.5, None, 1.5]
-    nobody = evaluation_metrics({"full": curve[[1]], "own": curve[[1]]}, (0, 1, 10), np.zeros((1, 2)))
+    nobody = evaluation_metrics({"full-mse": curve[[1]], "own-mse": curve[[1]]}, (0, 1, 10), (0, 1, 10), np.zeros((1, 2)))
     assert nobody["full-mse-1"] is None and nobody["own-evaluated"] == 0
 
 
@@ -70,12 +70,12 @@ def test_progress_line_survives_a_round_without_numbers() -> None:
 def test_resumed_recorder_keeps_lines_up_to_the_checkpoint(tmp_path: Path) -> None:
     recorder = RunRecorder(tmp_path / "run", {"seed": 0})
     for round_ in range(6):
-        recorder.record(round_, {"full-mse-1": float(round_)} if round_ % 2 == 0 else {})
+        recorder.record(round_, {"full-mse-1": float(round_), "disagreement": 0.0} if round_ % 2 == 0 else {})
     recorder._metrics.close()
     resumed = RunRecorder(tmp_path / "run", {"seed": 0}, resume_round=3)
     assert [line["round"] for line in read_metrics(tmp_path / "run")] == [0, 1, 2, 3]
     assert resumed.last_evaluation["round"] == 2
-    resumed.record(4, {"full-mse-1": 9.0})
+    resumed.record(4, {"full-mse-1": 9.0, "disagreement": 0.0})
     assert [line["round"] for line in read_metrics(tmp_path / "run")] == [0, 1, 2, 3, 4]
 
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from flower_difmaml.streams import keyed_generator
-from flower_difmaml.tasks import SinusoidTasks
+from flower_difmaml.tasks.sinusoid import SinusoidTasks
 from flower_difmaml.streams import Stream
 
 
 def test_shapes_dtype_and_function() -> None:
-    batch = SinusoidTasks().sample(keyed_generator(0, 0, 0, Stream.TRAIN), 4, 10, 7, None)
+    batch = SinusoidTasks(shots=10, queries=7).sample(keyed_generator(0, 0, 0, Stream.TRAIN), 4, None)
     assert batch.x_support.shape == (4, 10, 1) and batch.x_query.shape == (4, 7, 1)
     assert batch.x_support.dtype == torch.float64
     assert batch.x_support.abs().max() <= 5 and batch.y_support.abs().max() <= 5
@@ -23,7 +23,7 @@ def test_shapes_dtype_and_function() -> None:
 
 
 def test_support_and_query_points_are_drawn_independently() -> None:
-    batch = SinusoidTasks().sample(keyed_generator(0, 0, 0, Stream.TRAIN), 3, 10, 10, None)
+    batch = SinusoidTasks().sample(keyed_generator(0, 0, 0, Stream.TRAIN), 3, None)
     assert not torch.equal(batch.x_support, batch.x_query)
 
 
@@ -42,26 +42,26 @@ def test_agent_k_draws_from_the_kth_slice(heterogeneity: str, index: int) -> Non
 
 
 def test_own_tasks_respect_the_slice() -> None:
-    family = SinusoidTasks(num_agents=5, heterogeneity="amplitude")
-    batch = family.sample(keyed_generator(0, 4, 0, Stream.TRAIN), 200, 50, 1, 4)
+    family = SinusoidTasks(num_agents=5, heterogeneity="amplitude", shots=50, queries=1)
+    batch = family.sample(keyed_generator(0, 4, 0, Stream.TRAIN), 200, 4)
     peak = batch.y_support.abs().amax(dim=(1, 2))
     assert peak.max() <= family.ranges(4)[0][1] + 1e-12
     assert peak.min() > 0.6 * family.ranges(4)[0][0]  # 50 points: the peak is near A
 
 
 def test_same_seed_same_tasks_other_round_other_tasks() -> None:
-    family = SinusoidTasks(num_agents=3, heterogeneity="phase")
-    a = family.sample(keyed_generator(7, 1, 3, Stream.TRAIN), 2, 5, 5, 1)
-    b = family.sample(keyed_generator(7, 1, 3, Stream.TRAIN), 2, 5, 5, 1)
-    c = family.sample(keyed_generator(7, 1, 4, Stream.TRAIN), 2, 5, 5, 1)
-    d = family.sample(keyed_generator(7, 2, 3, Stream.TRAIN), 2, 5, 5, 1)
-    e = family.sample(keyed_generator(7, 1, 3, Stream.EVAL_OWN), 2, 5, 5, 1)
+    family = SinusoidTasks(num_agents=3, heterogeneity="phase", shots=5, queries=5)
+    a = family.sample(keyed_generator(7, 1, 3, Stream.TRAIN), 2, 1)
+    b = family.sample(keyed_generator(7, 1, 3, Stream.TRAIN), 2, 1)
+    c = family.sample(keyed_generator(7, 1, 4, Stream.TRAIN), 2, 1)
+    d = family.sample(keyed_generator(7, 2, 3, Stream.TRAIN), 2, 1)
+    e = family.sample(keyed_generator(7, 1, 3, Stream.EVAL_OWN), 2, 1)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not any(torch.equal(a.x_support, other.x_support) for other in (c, d, e))
 
 
 def test_evaluation_batch_uses_100_evenly_spaced_queries() -> None:
-    batch = SinusoidTasks().sample_evaluation(keyed_generator(0, 0, 0, Stream.EVAL_FULL), 3, 10, None)
+    batch = SinusoidTasks().sample_evaluation(keyed_generator(0, 0, 0, Stream.EVAL_FULL), 3, None)
     assert batch.x_support.shape == (3, 10, 1) and batch.x_query.shape == (3, 100, 1)
     torch.testing.assert_close(batch.x_query[1, :, 0], torch.linspace(-5, 5, 100, dtype=torch.float64))
 

@@ -93,8 +93,16 @@ class FlowerAgents:
     for the checkpoint; on resume each agent gets its state back with its next message.
     """
 
-    def __init__(self, grid: Grid, node_ids: Sequence[int], timeout: float, keep_states: bool = False) -> None:
+    def __init__(
+        self,
+        grid: Grid,
+        node_ids: Sequence[int],
+        timeout: float,
+        keep_states: bool = False,
+        evaluation_keys: Sequence[str] = ("full-mse", "own-mse"),
+    ) -> None:
         self.grid = grid
+        self.evaluation_keys = tuple(evaluation_keys)
         self.node_ids = list(node_ids)
         self.agent_of = {node_id: k for k, node_id in enumerate(self.node_ids)}
         self.timeout = timeout
@@ -173,11 +181,11 @@ class FlowerAgents:
         config = {"round": round_, "steps": list(steps)}
         messages = [self._message(k, models[k], MessageType.EVALUATE, config) for k in range(len(self.node_ids))]
         replies, _ = self._send(messages)
-        out = {source: np.full((len(self.node_ids), len(steps)), np.nan) for source in ("full", "own")}
+        out = {key: np.full((len(self.node_ids), len(steps)), np.nan) for key in self.evaluation_keys}
         for k, reply in replies.items():
-            for source, curves in out.items():
+            for key, curves in out.items():
                 try:
-                    curves[k] = np.asarray(reply.content["metrics"][f"{source}-mse"], dtype=np.float64)
+                    curves[k] = np.asarray(reply.content["metrics"][key], dtype=np.float64)
                 except (KeyError, TypeError, ValueError):
                     pass
         return out

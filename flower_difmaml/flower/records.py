@@ -1,4 +1,4 @@
-"""A model travels in a Flower ``ArrayRecord`` as one flat float64 vector.
+"""A model travels in a Flower ``ArrayRecord`` as one flat vector in the run's dtype.
 
 Both ends build the same model from the run config, so the layout (names, shapes) need
 not travel; one array per message is several times cheaper to (de)serialize than one
@@ -19,7 +19,7 @@ COMBINE = "train.combine"  # message type of the resilient rule's second exchang
 
 
 def model_record(vector: np.ndarray) -> ArrayRecord:
-    return ArrayRecord({MODEL_KEY: Array(np.ascontiguousarray(vector, dtype=np.float64))})
+    return ArrayRecord({MODEL_KEY: Array(np.ascontiguousarray(vector))})
 
 
 def model_vector(record: ArrayRecord) -> np.ndarray:
@@ -28,7 +28,7 @@ def model_vector(record: ArrayRecord) -> np.ndarray:
 
 def models_record(models: dict[int, np.ndarray]) -> ArrayRecord:
     """Several agents' flat models, keyed by agent id."""
-    return ArrayRecord({str(k): Array(np.ascontiguousarray(v, dtype=np.float64)) for k, v in models.items()})
+    return ArrayRecord({str(k): Array(np.ascontiguousarray(v)) for k, v in models.items()})
 
 
 def models_of(record: ArrayRecord) -> dict[int, np.ndarray]:

@@ -26,6 +26,7 @@ from flwr.simulation.run_simulation import _run_simulation
 from flwr.supercore.telemetry import EventType
 
 from ..config import RunConfig
+from ..runner.experiment import set_up_run
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -65,8 +66,11 @@ def run_flower_simulation(
 ) -> None:
     """Run ``config`` on ``num_agents`` simulated SuperNodes; results go where it says.
 
-    Raises what the ServerApp raised after the engine has stopped.
+    A config the run cannot use raises ConfigError here, before Ray starts (the ServerApp
+    would log it and stop); anything else the ServerApp raised is raised after the engine
+    has stopped.
     """
+    set_up_run(config, num_agents)  # checks only: writes nothing
     with tempfile.TemporaryDirectory(prefix="flower-difmaml-app-") as app_dir:
         write_app_config(Path(app_dir), config)
         context = Context(

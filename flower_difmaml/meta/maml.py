@@ -27,6 +27,7 @@ from torch.func import functional_call, grad, grad_and_value, vmap
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
+MetricsFn = Callable[[Tensor, Tensor], dict[str, Tensor]]  # named query metrics of one task
 
 
 class TaskBatch(NamedTuple):
@@ -158,27 +159,30 @@ def evaluate_after_adaptation(
     inner_lr: float,
     steps: Sequence[int] = tuple(range(11)),
     loss_fn: LossFn = mse_loss,
-) -> Tensor:
-    """Query loss after ``steps`` SGD steps of eq. (1) on each task's support set.
+    metrics: MetricsFn | None = None,
+) -> dict[str, Tensor]:
+    """Query metrics after ``steps`` SGD steps of eq. (1) on each task's support set.
 
-    Returns a tensor of shape (len(steps),): entry j is the mean over tasks of
-    L(theta_t^{steps[j]}; Q_t), theta_t^0 = w. Adapts max(steps) times, and computes the
-    query loss only at the listed steps. No graph is kept (first-order evaluation).
+    ``metrics(prediction, target)`` gives named scalars (default: ``{"loss": loss_fn}``).
+    Returns {name: tensor of shape (len(steps),)}: entry j is the mean over tasks of the
+    metric at theta_t^{steps[j]} on Q_t, theta_t^0 = w. Adapts max(steps) times and
+    evaluates only at the listed steps. No graph is kept (first-order evaluation).
     """
     task_loss = _task_loss(model, loss_fn)
     support_grad = grad(task_loss)
+    measure = metrics or (lambda prediction, target: {"loss": loss_fn(prediction, target)})
     start = {name: p.detach() for name, p in params.items()}
     wanted = sorted(set(steps))
 
-    def one_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
-        theta, losses = start, {}
+    def one_task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> dict[str, Tensor]:
+        theta, measured = start, {}
         for step in range(wanted[-1] + 1):
             if step in wanted:
-                losses[step] = task_loss(theta, xq, yq)
+                measured[step] = measure(functional_call(model, theta, (xq,)), yq)
             if step < wanted[-1]:
                 grads = support_grad(theta, xs, ys)
                 theta = {name: p - inner_lr * grads[name] for name, p in theta.items()}
-        return torch.stack([losses[step] for step in steps])
+        return {name: torch.stack([measured[step][name] for step in steps]) for name in measured[wanted[0]]}
 
     with torch.no_grad():
-        return vmap(one_task)(*batch).mean(dim=0)
+        return {name: values.mean(dim=0) for name, values in vmap(one_task)(*batch).items()}

@@ -39,9 +39,8 @@ def attacked_model(attack: str, model: np.ndarray, scale: float, seed: int, agen
     """What Byzantine agent ``agent`` sends in round ``round_`` instead of its adapted ``model``."""
     check_choice("attack", attack, ATTACKS)
     if attack == "sign-flip":
-        return -scale * model
+        return (-scale * model).astype(model.dtype)
     draw_round = FIXED_ROUND if attack == "fixed" else round_
     noise = keyed_generator(seed, agent, draw_round, Stream.ATTACK).standard_normal(model.shape)
-    if attack == "gaussian":
-        return model + scale * noise
-    return scale * noise  # random, fixed
+    attacked = model + scale * noise if attack == "gaussian" else scale * noise  # random, fixed: s * n
+    return attacked.astype(model.dtype)

@@ -63,4 +63,4 @@ def resilient_combine(
     running = update_running_losses(running, losses, gamma)
     weights = resilient_weights(running, sorted(models), own)
     combined = sum(weight * models[l] for l, weight in weights.items())
-    return np.asarray(combined, dtype=np.float64), running, sorted(weights)
+    return np.asarray(combined, dtype=models[own].dtype), running, sorted(weights)

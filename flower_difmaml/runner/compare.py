@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import RunConfig
 from .plots import plot_comparison
-from .results import FINAL_KEYS, read_metrics
+from .results import read_metrics
 
 RUNS = "runs"
 
@@ -52,8 +52,8 @@ def compare(
             config = base.replace(strategy=strategy, seed=seed, results_dir=str(folder / RUNS), run_name=name)
             run(config, num_agents)
             final = json.loads((folder / RUNS / name / "summary.json").read_text())["final"]
-            progress(f"[{i}/{total}] {name}: full-mse-1 {final['full-mse-1']:.4f} own-mse-1 {final['own-mse-1']:.4f} "
-                     f"({time.perf_counter() - start:.1f} s)")
+            shown = " ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith("-1") and not k.startswith("byz"))
+            progress(f"[{i}/{total}] {name}: {shown} ({time.perf_counter() - start:.1f} s)")
         except Exception as error:  # noqa: BLE001 - one failed run must not stop the others
             failed.append(name)
             progress(f"[{i}/{total}] {name}: FAILED: {' '.join(str(error).split())}")
@@ -73,13 +73,19 @@ def _runs(folder: Path) -> dict[str, list[Path]]:
 
 
 def table(folder: Path, groups: dict[str, list[Path]] | None = None) -> list[dict]:
-    """One row per strategy: mean and std over seeds of every ``final`` metric."""
+    """One row per strategy: mean and std over seeds of every ``final`` metric all runs have
+    (those of Byzantine agents aside)."""
+    finals = {
+        strategy: [json.loads((run / "summary.json").read_text())["final"] for run in runs]
+        for strategy, runs in (groups or _runs(folder)).items()
+    }
+    every = [final for runs in finals.values() for final in runs]
+    keys = [k for k in every[0] if not k.startswith("byzantine-") and all(k in final for final in every)]
     rows = []
-    for strategy, runs in (groups or _runs(folder)).items():
-        finals = [json.loads((run / "summary.json").read_text())["final"] for run in runs]
+    for strategy, runs in finals.items():
         row: dict = {"strategy": strategy, "seeds": len(runs)}
-        for key in FINAL_KEYS:
-            values = np.array([f[key] for f in finals], dtype=np.float64)
+        for key in keys:
+            values = np.array([f[key] for f in runs], dtype=np.float64)
             row[f"{key}-mean"] = float(values.mean())
             row[f"{key}-std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         rows.append(row)
@@ -87,10 +93,11 @@ def table(folder: Path, groups: dict[str, list[Path]] | None = None) -> list[dic
 
 
 def markdown(rows: list[dict]) -> str:
-    header = "| strategy | seeds | " + " | ".join(FINAL_KEYS) + " |"
-    lines = [header, "|---|---:|" + "---:|" * len(FINAL_KEYS)]
+    keys = [k.removesuffix("-mean") for k in rows[0] if k.endswith("-mean")]
+    header = "| strategy | seeds | " + " | ".join(keys) + " |"
+    lines = [header, "|---|---:|" + "---:|" * len(keys)]
     for row in rows:
-        cells = [f"{row[f'{k}-mean']:.4g} ± {row[f'{k}-std']:.2g}" for k in FINAL_KEYS]
+        cells = [f"{row[f'{k}-mean']:.4g} ± {row[f'{k}-std']:.2g}" for k in keys]
         lines.append(f"| {row['strategy']} | {row['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

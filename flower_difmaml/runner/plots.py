@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +14,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .results import read_metrics  # noqa: E402
+from .results import metric_names, read_metrics  # noqa: E402
 
 LOG_RANGE = (1e-16, 1e30)  # log axes show values clipped to this range: a diverged run plateaus at the top
 
@@ -22,35 +24,55 @@ def _log_values(values: list) -> np.ndarray:
     return np.clip(np.array([np.nan if v is None else v for v in values], dtype=np.float64), *LOG_RANGE)
 
 
+def _axis(metric: str) -> tuple[str, Callable[[list], np.ndarray]]:
+    """Scale and value map of a metric's axis: accuracy on a linear one, losses on a log one."""
+    if metric == "acc":
+        return "linear", lambda values: np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return "log", _log_values
+
+
+def _last_steps(line: dict, metric: str) -> int:
+    """The largest number of adaptation steps an evaluation line reports for ``metric``."""
+    return max(int(key.rsplit("-", 1)[1]) for key in line if re.match(rf"^full-{metric}-\d+$", key))
+
+
 def plot_run(run_dir: Path) -> list[Path]:
-    """Write mse.png (post-adaptation MSE vs round), disagreement.png and adaptation.png."""
+    """Write <metric>.png for each metric (e.g. mse.png: post-adaptation MSE vs round),
+    disagreement.png and adaptation.png (the headline metric vs adaptation steps at the end)."""
     run_dir = Path(run_dir)
-    evaluations = [m for m in read_metrics(run_dir) if "full-mse-1" in m]
+    evaluations = [m for m in read_metrics(run_dir) if "disagreement" in m]
     if not evaluations:
         return []
     rounds = [m["round"] for m in evaluations]
+    metrics = metric_names(evaluations[0])
     written = []
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, style in (("full-mse-1", "-"), ("full-mse-10", "--"), ("own-mse-1", ":"), ("own-mse-10", "-.")):
-        ax.plot(rounds, _log_values([m[key] for m in evaluations]), style, label=key)
-    ax.set(xlabel="round", ylabel="MSE after adaptation", yscale="log", title=run_dir.name)
-    ax.legend()
-    written.append(_save(fig, run_dir / "mse.png"))
+    for metric in metrics:
+        scale, values = _axis(metric)
+        last = _last_steps(evaluations[0], metric)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, style in ((f"full-{metric}-1", "-"), (f"full-{metric}-{last}", "--"),
+                           (f"own-{metric}-1", ":"), (f"own-{metric}-{last}", "-.")):
+            ax.plot(rounds, values([m[key] for m in evaluations]), style, label=key)
+        ax.set(xlabel="round", ylabel=f"{metric} after adaptation", yscale=scale, title=run_dir.name)
+        ax.legend()
+        written.append(_save(fig, run_dir / f"{metric}.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(rounds, _log_values([m["disagreement"] for m in evaluations]))
     ax.set(xlabel="round", ylabel="(1/N) sum ||w_k - mean w||^2", yscale="log", title="network disagreement")
     written.append(_save(fig, run_dir / "disagreement.png"))
 
-    with_curves = [m for m in evaluations if "full-mse-curve" in m]
+    headline = metrics[0]
+    with_curves = [m for m in evaluations if f"full-{headline}-curve" in m]
     if not with_curves:
         return written
+    scale, values = _axis(headline)
     fig, ax = plt.subplots(figsize=(6, 4))
     last = with_curves[-1]
-    for key in ("full-mse-curve", "own-mse-curve"):
-        ax.plot(range(len(last[key])), _log_values(last[key]), marker="o", label=key.removesuffix("-curve"))
-    ax.set(xlabel="adaptation steps", ylabel="MSE", title=f"after round {last['round']}")
+    for key in (f"full-{headline}-curve", f"own-{headline}-curve"):
+        ax.plot(range(len(last[key])), values(last[key]), marker="o", label=key.removesuffix("-curve"))
+    ax.set(xlabel="adaptation steps", ylabel=headline, yscale=scale, title=f"after round {last['round']}")
     ax.legend()
     written.append(_save(fig, run_dir / "adaptation.png"))
     return written
@@ -63,37 +85,42 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def _band(ax: plt.Axes, runs: list[list[dict]], key: str, label: str) -> None:
-    """Mean ± std over seeds of ``key`` at the rounds every run evaluated (for a log axis)."""
+def _band(ax: plt.Axes, runs: list[list[dict]], key: str, label: str, values: Callable[[list], np.ndarray] = _log_values) -> None:
+    """Mean ± std over seeds of ``key`` at the rounds every run evaluated."""
     series = [{m["round"]: m[key] for m in run if key in m} for run in runs]
     rounds = sorted(set.intersection(*(set(s) for s in series)))
-    values = np.array([_log_values([s[r] for r in rounds]) for s in series])
-    mean, std = values.mean(axis=0), values.std(axis=0)
+    stacked = np.array([values([s[r] for r in rounds]) for s in series])
+    mean, std = stacked.mean(axis=0), stacked.std(axis=0)
     (line,) = ax.plot(rounds, mean, label=label)
-    ax.fill_between(rounds, np.maximum(mean - std, LOG_RANGE[0]), mean + std, color=line.get_color(), alpha=0.2)
+    low = np.maximum(mean - std, LOG_RANGE[0]) if values is _log_values else mean - std
+    ax.fill_between(rounds, low, mean + std, color=line.get_color(), alpha=0.2)
 
 
 def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[Path]:
-    """mse_vs_round.png, mse_vs_steps.png, disagreement.png and graph.png for a comparison."""
+    """<metric>_vs_round.png, <metric>_vs_steps.png (the headline metric: mse, acc),
+    disagreement.png and graph.png for a comparison."""
     written = []
+    first = next(m for runs in metrics.values() for m in runs[0] if "disagreement" in m)
+    headline = metric_names(first)[0]
+    scale, values = _axis(headline)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key in zip(axes, ("full-mse-1", "own-mse-1")):
+    for ax, key in zip(axes, (f"full-{headline}-1", f"own-{headline}-1")):
         for strategy, runs in metrics.items():
-            _band(ax, runs, key, strategy)
-        ax.set(xlabel="round", ylabel=f"{key} (mean ± std over seeds)", yscale="log")
+            _band(ax, runs, key, strategy, values)
+        ax.set(xlabel="round", ylabel=f"{key} (mean ± std over seeds)", yscale=scale)
         ax.legend()
-    written.append(_save(fig, folder / "mse_vs_round.png"))
+    written.append(_save(fig, folder / f"{headline}_vs_round.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key in zip(axes, ("full-mse-curve", "own-mse-curve")):
+    for ax, key in zip(axes, (f"full-{headline}-curve", f"own-{headline}-curve")):
         for strategy, runs in metrics.items():
-            curves = np.array([_log_values([m for m in run if key in m][-1][key]) for run in runs])
+            curves = np.array([values([m for m in run if key in m][-1][key]) for run in runs])
             (line,) = ax.plot(range(curves.shape[1]), curves.mean(axis=0), marker="o", label=strategy)
             ax.fill_between(range(curves.shape[1]), curves.mean(axis=0) - curves.std(axis=0),
                             curves.mean(axis=0) + curves.std(axis=0), color=line.get_color(), alpha=0.2)
-        ax.set(xlabel="adaptation steps", ylabel=key.removesuffix("-curve") + " at the end", yscale="log")
+        ax.set(xlabel="adaptation steps", ylabel=key.removesuffix("-curve") + " at the end", yscale=scale)
         ax.legend()
-    written.append(_save(fig, folder / "mse_vs_steps.png"))
+    written.append(_save(fig, folder / f"{headline}_vs_steps.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for strategy, runs in metrics.items():

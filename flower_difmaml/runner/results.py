@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +19,18 @@ import numpy as np
 from ..errors import ConfigError
 from .files import atomic_write_json, atomic_write_text
 
-FINAL_KEYS = ("full-mse-0", "full-mse-1", "full-mse-10", "own-mse-0", "own-mse-1", "own-mse-10", "disagreement")
-BYZANTINE_FINAL_KEYS = tuple(f"byzantine-{k}" for k in FINAL_KEYS if k != "disagreement")  # shown apart
+# what ``final`` keeps of the last evaluation: "<full|own>-<metric>-<steps>" (also "byzantine-..."), disagreement
+FINAL_KEY = re.compile(r"^(byzantine-)?(full|own)-[a-z]+-\d+$|^disagreement$")
+
+
+def final_metrics(line: dict[str, Any]) -> dict[str, float]:
+    """The scalars of an evaluation line that ``summary.json`` keeps under ``final``."""
+    return {key: value for key, value in line.items() if FINAL_KEY.match(key) and value is not None}
+
+
+def metric_names(line: dict[str, Any]) -> list[str]:
+    """The metrics an evaluation line has, in order: ["mse"], or ["acc", "loss"]."""
+    return list(dict.fromkeys(m.group(1) for key in line if (m := re.match(r"^full-([a-z]+)-1$", key))))
 
 
 def resolve_run_dir(results_dir: str, run_name: str, default_name: str) -> Path:
@@ -53,34 +64,39 @@ def check_writable(run_dir: Path) -> None:
 
 
 def evaluation_metrics(
-    curves: dict[str, np.ndarray], steps: Sequence[int], models: np.ndarray, byzantine: frozenset[int] = frozenset()
+    curves: dict[str, np.ndarray],
+    steps: Sequence[int],
+    reported_steps: Sequence[int],
+    models: np.ndarray,
+    byzantine: frozenset[int] = frozenset(),
 ) -> dict[str, Any]:
-    """Round metrics from per-agent MSE after ``steps`` adaptation steps and the models.
+    """Round metrics from per-agent metrics after ``steps`` adaptation steps and the models.
 
-    ``curves`` maps "full" / "own" to arrays of shape (N, len(steps)), NaN rows for agents
-    that did not answer; ``models`` is (N, P). Gives the means over the normal agents that
-    answered after 0, 1 and 10 steps, the per-agent values (None: no answer), the mean
-    curve when every step from 0 up was evaluated, the number of agents evaluated, and
-    the network disagreement (1/N) sum_k ||w_k - mean_l w_l||^2 over the normal agents.
-    ``byzantine`` agents are left out of all of these; their means are ``byzantine-*``.
+    ``curves`` maps "<full|own>-<metric>" (e.g. "full-mse") to arrays of shape (N,
+    len(steps)), NaN rows for agents that did not answer; ``models`` is (N, P). Gives, for
+    each of ``reported_steps``, the mean over the normal agents that answered
+    ("full-mse-1"), the per-agent values (None: no answer), the mean curve when every step
+    from 0 up was evaluated, the number of agents evaluated per source, and the network
+    disagreement (1/N) sum_k ||w_k - mean_l w_l||^2 over the normal agents. ``byzantine``
+    agents are left out of all of these; their means are ``byzantine-*``.
     """
     steps = list(steps)
     normal = np.array([k not in byzantine for k in range(len(models))])
     out: dict[str, Any] = {}
     agents: dict[str, list[float | None]] = {}
-    for source, curve in curves.items():
+    for name, curve in curves.items():
         finite = np.isfinite(curve).all(axis=1)
         answered = curve[finite & normal]
-        for step in (0, 1, 10):
-            key = f"{source}-mse-{step}"
+        for step in reported_steps:
+            key = f"{name}-{step}"
             out[key] = float(answered[:, steps.index(step)].mean()) if len(answered) else None
             agents[key] = [float(v) if np.isfinite(v) else None for v in curve[:, steps.index(step)]]
             if byzantine and (finite & ~normal).any():
                 out[f"byzantine-{key}"] = float(curve[finite & ~normal, steps.index(step)].mean())
         if steps == list(range(max(steps) + 1)) and len(answered):
-            out[f"{source}-mse-curve"] = [float(v) for v in answered.mean(axis=0)]
-        out[f"{source}-evaluated"] = len(answered)
-    kept = models[normal]
+            out[f"{name}-curve"] = [float(v) for v in answered.mean(axis=0)]
+        out[f"{name.split('-')[0]}-evaluated"] = len(answered)
+    kept = models[normal].astype(np.float64)
     out["disagreement"] = float(np.mean(np.sum((kept - kept.mean(axis=0)) ** 2, axis=1)))
     out["agents"] = agents
     return out
@@ -113,10 +129,10 @@ class RunRecorder:
         self._start -= lines[-1]["wall-seconds"] if lines else 0.0
 
     def _note(self, line: dict[str, Any]) -> None:
-        if "full-mse-1" in line:
+        if "disagreement" in line:  # an evaluation round
             self.last_evaluation = line
-        if "full-mse-curve" in line:
-            self.last_curves = {k: line[k] for k in ("full-mse-curve", "own-mse-curve")}
+        if curves := {k: v for k, v in line.items() if k.endswith("-curve")}:
+            self.last_curves = curves
 
     def wall_seconds(self) -> float:
         return round(time.perf_counter() - self._start, 4)
@@ -138,7 +154,7 @@ class RunRecorder:
             "rounds": num_rounds,
             "wall-seconds": round(self.wall_seconds(), 3),
             "final-round": last.get("round"),
-            "final": {k: last[k] for k in FINAL_KEYS + BYZANTINE_FINAL_KEYS if last.get(k) is not None},
+            "final": final_metrics(last),
             "final-curves": self.last_curves,
             **self.extra,
         }

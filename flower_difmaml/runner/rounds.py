@@ -18,7 +18,6 @@ from typing import Protocol
 
 import numpy as np
 
-from ..learner import EVAL_STEPS, REPORTED_STEPS
 from ..network.faults import INJECTED_FAILURE
 from ..strategies.base import CombineRequest, MetaStrategy
 from .results import RunRecorder, evaluation_metrics
@@ -58,8 +57,8 @@ class Agents(Protocol):
         ...
 
     def evaluate(self, round_: int, models: np.ndarray, steps: Sequence[int]) -> dict[str, np.ndarray]:
-        """Every agent's MSE after ``steps`` adaptation steps: {"full"|"own": (N, len(steps))};
-        NaN rows for agents that did not answer."""
+        """Every agent's metrics after ``steps`` adaptation steps: {"<full|own>-<metric>":
+        (N, len(steps))}; NaN rows for agents that did not answer."""
         ...
 
     def combine(self, round_: int, plan: dict[int, CombineRequest]) -> CombineReplies:
@@ -75,10 +74,11 @@ class Agents(Protocol):
         ...
 
 
-def reply_problem(model: np.ndarray, size: int) -> str | None:
-    """Why a replied model cannot be used, or None: it must be a finite float64 vector of ``size``."""
-    if not isinstance(model, np.ndarray) or model.dtype != np.float64:
-        return f"model dtype {getattr(model, 'dtype', type(model).__name__)}, expected float64"
+def reply_problem(model: np.ndarray, size: int, dtype: np.dtype = np.dtype(np.float64)) -> str | None:
+    """Why a replied model cannot be used, or None: it must be a finite vector of ``size``
+    in the run's ``dtype``."""
+    if not isinstance(model, np.ndarray) or model.dtype != dtype:
+        return f"model dtype {getattr(model, 'dtype', type(model).__name__)}, expected {np.dtype(dtype).name}"
     if model.shape != (size,):
         return f"model shape {model.shape}, expected ({size},)"
     if not np.isfinite(model).all():
@@ -86,15 +86,15 @@ def reply_problem(model: np.ndarray, size: int) -> str | None:
     return None
 
 
-def rejected(models: dict[int, np.ndarray], size: int) -> dict[int, str]:
+def rejected(models: dict[int, np.ndarray], size: int, dtype: np.dtype = np.dtype(np.float64)) -> dict[int, str]:
     """Agent -> why its model cannot be used, for the malformed ones."""
-    problems = {agent: reply_problem(model, size) for agent, model in models.items()}
+    problems = {agent: reply_problem(model, size, dtype) for agent, model in models.items()}
     return {agent: f"reply rejected: {problem}" for agent, problem in problems.items() if problem is not None}
 
 
-def checked(replies: TrainReplies, size: int) -> TrainReplies:
+def checked(replies: TrainReplies, size: int, dtype: np.dtype = np.dtype(np.float64)) -> TrainReplies:
     """``replies`` without the malformed models, which are moved to ``failed``."""
-    failed = {**replies.failed, **rejected(replies.models, size)}
+    failed = {**replies.failed, **rejected(replies.models, size, dtype)}
     keep = [k for k in replies.models if k not in failed]
     return TrainReplies(
         models={k: replies.models[k] for k in keep},
@@ -105,12 +105,14 @@ def checked(replies: TrainReplies, size: int) -> TrainReplies:
     )
 
 
-def progress_line(round_: int, num_rounds: int, line: dict, elapsed: float, done: int) -> str:
-    """One line per evaluation round; ``done`` rounds took ``elapsed`` s (for the ETA)."""
+def progress_line(
+    round_: int, num_rounds: int, line: dict, elapsed: float, done: int,
+    keys: Sequence[str] = ("full-mse-1", "full-mse-10", "own-mse-1"),
+) -> str:
+    """One line per evaluation round with ``keys``; ``done`` rounds took ``elapsed`` s (for the ETA)."""
     eta = elapsed / max(done, 1) * (num_rounds - round_)
     numbers = " ".join(
-        f"{key} {'n/a' if line.get(key) is None else format(line[key], '.4f')}"
-        for key in ("train-loss", "full-mse-1", "full-mse-10", "own-mse-1")
+        f"{key} {'n/a' if line.get(key) is None else format(line[key], '.4f')}" for key in ("train-loss", *keys)
     )
     return f"[round {round_}/{num_rounds}] {numbers} disagreement {line['disagreement']:.2e} | {elapsed:.1f} s, ETA {eta:.0f} s"
 
@@ -125,10 +127,14 @@ def run_rounds(
     start_round: int = 1,
     checkpoint: Callable[[int], None] | None = None,
     byzantine: frozenset[int] = frozenset(),
+    reported_steps: Sequence[int] = (0, 1, 10),
+    curve_steps: Sequence[int] = tuple(range(11)),
+    headline: str = "mse",
     progress: Callable[[str], None] = print,
 ) -> None:
     """Round 0 evaluates the initial models; rounds 1..R train, and evaluate every
-    ``eval_every`` rounds and at the end (the last evaluation with the full 0..10 curve).
+    ``eval_every`` rounds (after ``reported_steps`` adaptation steps) and at the end (after
+    each of ``curve_steps``: the adaptation curve). Progress lines show the ``headline`` metric.
 
     A resumed run starts at ``start_round``; ``checkpoint(round)`` is called after each
     round's line is written. Failed agents are counted per round (``failed``) and logged
@@ -136,12 +142,13 @@ def run_rounds(
     of the means.
     """
     start = time.perf_counter()
-    size = strategy.current_models().shape[1]
+    size, dtype = strategy.current_models().shape[1], strategy.current_models().dtype
+    shown = (f"full-{headline}-1", f"full-{headline}-{max(reported_steps)}", f"own-{headline}-1")
     silent = 0
 
     def evaluate(round_: int, steps: Sequence[int]) -> dict:
         models = strategy.current_models()
-        return evaluation_metrics(agents.evaluate(round_, models, steps), steps, models, byzantine)
+        return evaluation_metrics(agents.evaluate(round_, models, steps), steps, reported_steps, models, byzantine)
 
     def warn(round_: int, failed: dict[int, str]) -> None:
         for agent, reason in sorted(failed.items()):
@@ -149,9 +156,9 @@ def run_rounds(
                 progress(f"warning: round {round_}: agent {agent} failed: {reason}")
 
     if start_round <= 1:
-        recorder.record(0, evaluate(0, REPORTED_STEPS))
+        recorder.record(0, evaluate(0, reported_steps))
     for round_ in range(start_round, num_rounds + 1):
-        replies = checked(agents.train(round_, strategy.train_plan(round_)), size)
+        replies = checked(agents.train(round_, strategy.train_plan(round_)), size, dtype)
         warn(round_, replies.failed)
         silent = silent + 1 if replies.failed and not replies.models else 0
         if silent >= MAX_SILENT_ROUNDS:
@@ -171,9 +178,9 @@ def run_rounds(
         if replies.failed:
             line["failed-agents"] = sorted(replies.failed)
         if round_ % eval_every == 0 or round_ == num_rounds:
-            line.update(evaluate(round_, EVAL_STEPS if round_ == num_rounds else REPORTED_STEPS))
+            line.update(evaluate(round_, curve_steps if round_ == num_rounds else reported_steps))
             elapsed = time.perf_counter() - start
-            progress(progress_line(round_, num_rounds, line, elapsed, round_ - start_round + 1))
+            progress(progress_line(round_, num_rounds, line, elapsed, round_ - start_round + 1, shown))
         recorder.record(round_, line)
         if checkpoint is not None:
             checkpoint(round_)
@@ -192,7 +199,7 @@ def combine_on_agents(
     many models normal agents kept on average (their own included), and how many
     (normal agent, Byzantine neighbour) links they kept."""
     replies = agents.combine(round_, plan)
-    failed = {**replies.failed, **rejected(replies.models, size)}
+    failed = {**replies.failed, **rejected(replies.models, size, strategy.current_models().dtype)}
     warn(round_, failed)
     models = {k: m for k, m in replies.models.items() if k not in failed}
     strategy.aggregate_combine(round_, models, {k: replies.running_losses[k] for k in models})

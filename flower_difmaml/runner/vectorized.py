@@ -89,7 +89,7 @@ class VectorizedAgents:
         """Every agent's fixed evaluation tasks, stacked (drawn once)."""
         if self._eval_batches is None:
             per_agent = [self.learner.evaluation_batches(k) for k in range(self.learner.num_agents)]
-            self._eval_batches = {name: stack_batches([b[name] for b in per_agent]) for name in ("full", "own")}
+            self._eval_batches = {source: stack_batches([b[source] for b in per_agent]) for source in per_agent[0]}
         return self._eval_batches
 
     def evaluate(self, round_: int, models: np.ndarray, steps: Sequence[int]) -> dict[str, np.ndarray]:
@@ -97,12 +97,13 @@ class VectorizedAgents:
         evaluate = vmap(lambda p, b: self.learner.evaluate_batch(p, b, steps))
         chunk = max(1, EVAL_TASKS_PER_CHUNK // self.learner.config.eval_tasks)
         out = {}
-        for name, batch in self.evaluation_batches().items():
+        for source, batch in self.evaluation_batches().items():
             parts = [
                 evaluate({n: p[i : i + chunk] for n, p in params.items()}, TaskBatch(*(t[i : i + chunk] for t in batch)))
                 for i in range(0, len(models), chunk)
             ]
-            out[name] = torch.cat(parts).numpy()
+            for name in parts[0]:
+                out[f"{source}-{name}"] = torch.cat([part[name] for part in parts]).numpy().astype(np.float64)
         return out
 
 

@@ -9,7 +9,7 @@ that combine on the agents (resilient: it needs the agent's own data), ``current
 says what each agent's model is now (what evaluation and the disagreement metric use),
 ``round_metrics`` adds what the rule did this round to metrics.jsonl, ``state``/``load_state``
 are what a checkpoint keeps. An engine (Flower messages, or the in-process vectorised one)
-carries the plan to the agents. Models are flat float64 vectors.
+carries the plan to the agents. Models are flat vectors in the run's dtype.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class DifMAML(MetaStrategy):
             raise ValueError(f"combination: shape {first.shape} does not match {self.num_agents} agents")
         self.combine_then_adapt = combine_then_adapt
         self.aggregate = aggregate
-        self.models = np.tile(np.asarray(initial, dtype=np.float64), (self.num_agents, 1))  # w_k
+        self.models = np.tile(np.asarray(initial), (self.num_agents, 1))  # w_k, in the run's dtype
         self.arrived = np.ones(self.num_agents, dtype=bool)  # CTA: whose w_k came in last round
 
     def _combine(self, round_: int, models: np.ndarray, senders: np.ndarray) -> np.ndarray:
@@ -60,7 +60,7 @@ class DifMAML(MetaStrategy):
         aggregate of the senders in N_k); models_k if no model reached k."""
         A = self.combination_at(round_)
         if self.aggregate is None:
-            return restricted_combination(A, senders[:, np.newaxis]).T @ models
+            return (restricted_combination(A, senders[:, np.newaxis]).T @ models).astype(models.dtype)
         combined = models.copy()
         for k in range(self.num_agents):
             reached = (A[:, k] > 0) & senders
@@ -95,5 +95,5 @@ class DifMAML(MetaStrategy):
         return {"models": self.models.copy(), "arrived": self.arrived.copy()}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.models = np.array(state["models"], dtype=np.float64)
+        self.models = np.array(state["models"])
         self.arrived = np.array(state["arrived"], dtype=bool)

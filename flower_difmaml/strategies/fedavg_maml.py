@@ -28,7 +28,7 @@ class FedAvgMAML(MetaStrategy):
         self, num_agents: int, initial: np.ndarray, participation: float, seed: int, link_drop_prob: float = 0.0
     ) -> None:
         super().__init__(num_agents)
-        self.global_model = np.array(initial, dtype=np.float64)
+        self.global_model = np.array(initial)
         self.participation = participation
         self.seed = seed
         self.link_drop_prob = link_drop_prob
@@ -54,7 +54,7 @@ class FedAvgMAML(MetaStrategy):
         agents = sorted(models)
         weights = np.array([num_tasks[k] for k in agents], dtype=np.float64)
         stacked = np.stack([models[k] for k in agents])
-        self.global_model = weights @ stacked / weights.sum()
+        self.global_model = (weights @ stacked / weights.sum()).astype(stacked.dtype)
 
     def current_models(self) -> np.ndarray:
         return np.broadcast_to(self.global_model, (self.num_agents, self.global_model.size))
@@ -68,4 +68,4 @@ class FedAvgMAML(MetaStrategy):
         return {"global-model": self.global_model.copy()}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.global_model = np.array(state["global-model"], dtype=np.float64)
+        self.global_model = np.array(state["global-model"])

@@ -59,6 +59,6 @@ class ResilientDifMAML(DifMAML):
         return {"models": self.models.copy(), "running-losses": self.running_losses.copy()}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.models = np.array(state["models"], dtype=np.float64)
+        self.models = np.array(state["models"])
         self.running_losses = np.array(state["running-losses"], dtype=np.float64)
         self.restore[:] = True

@@ -1,33 +1,72 @@
-"""The task-family interface: what a family must say so that any engine can use it."""
+"""The task-family interface: what a family says so that every engine can use it.
+
+A family is a class. ``from_config(config, num_agents)`` builds it from the run config
+(a ``RunConfig``: keys as attributes, e.g. ``config.shots``, ``config.heterogeneity``) and
+raises ``ConfigError`` naming the key when the config does not fit its data. Then it
+says its model, its training loss, its metrics, and how it draws tasks for agent k from
+a seeded generator, so that every engine draws identical tasks:
+
+- ``sample(rng, num_tasks, agent)``: training tasks from agent k's own distribution;
+- ``sample_evaluation(rng, num_tasks, agent)``: evaluation tasks, ``agent=None`` from the
+  full distribution (for image families: the meta-test classes), ``agent=k`` from k's own.
+
+``metrics(prediction, target)`` returns one scalar per name in ``metric_names`` (the first is
+the headline a progress line and the plots show); the files get ``<full|own>-<name>-<steps>``,
+e.g. ``full-mse-1`` or ``full-acc-10``. ``HETEROGENEITY`` lists the values of key
+``heterogeneity`` the family understands; ``DEFAULT_DTYPE`` is what ``dtype = "auto"`` means.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-from ..meta.maml import LossFn, TaskBatch
+from ..errors import check_choice
+from ..meta.maml import TaskBatch
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}  # key ``dtype`` (and "auto")
+
+
+def parse_dtype(value: str, default: torch.dtype) -> torch.dtype:
+    """The torch dtype of run-config key ``dtype``: "float32", "float64" or "auto" (``default``)."""
+    check_choice("dtype", value, ("auto", *DTYPES))
+    return default if value == "auto" else DTYPES[value]
+
+
+REQUIRED = ("HETEROGENEITY", "DEFAULT_DTYPE", "metric_names", "from_config", "make_model", "loss_fn", "metrics",
+            "sample", "sample_evaluation")  # what a class needs to be a task family
 
 
 class TaskFamily(Protocol):
-    """A distribution over tasks, optionally split across agents (heterogeneity).
+    """A distribution over tasks, split across agents by ``heterogeneity``."""
 
-    ``agent=None`` means the full distribution; ``agent=k`` agent k's own distribution.
-    """
+    HETEROGENEITY: ClassVar[tuple[str, ...]]
+    DEFAULT_DTYPE: ClassVar[torch.dtype]
+    metric_names: tuple[str, ...]
+    dtype: torch.dtype
 
-    loss_fn: LossFn
+    @classmethod
+    def from_config(cls, config: Any, num_agents: int) -> TaskFamily: ...
 
-    def make_model(self) -> nn.Module: ...
-
-    def sample(
-        self, rng: np.random.Generator, num_tasks: int, shots: int, queries: int, agent: int | None
-    ) -> TaskBatch:
-        """Training tasks: K support and Q query points drawn independently."""
+    def make_model(self) -> nn.Module:
+        """The model, its parameters in ``self.dtype``."""
         ...
 
-    def sample_evaluation(
-        self, rng: np.random.Generator, num_tasks: int, shots: int, agent: int | None
-    ) -> TaskBatch:
-        """Evaluation tasks: K support points and the family's fixed evaluation query set."""
+    def loss_fn(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """The loss MAML adapts with and meta-learns (one task's predictions and targets)."""
+        ...
+
+    def metrics(self, prediction: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """One scalar per name in ``metric_names`` for one task's query predictions."""
+        ...
+
+    def sample(self, rng: np.random.Generator, num_tasks: int, agent: int | None) -> TaskBatch:
+        """Training tasks of agent ``agent`` (None: the full distribution)."""
+        ...
+
+    def sample_evaluation(self, rng: np.random.Generator, num_tasks: int, agent: int | None) -> TaskBatch:
+        """Evaluation tasks: None, the full (meta-test) distribution; k, agent k's own."""
         ...

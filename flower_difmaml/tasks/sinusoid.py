@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..errors import check_choice
 from ..meta.maml import TaskBatch, mse_loss
 from ..models import MLP
+from .base import parse_dtype
 
 HETEROGENEITY = ("none", "amplitude", "phase")
 EVAL_QUERY_POINTS = 100
@@ -24,15 +26,32 @@ EVAL_QUERY_POINTS = 100
 
 @dataclass(frozen=True)
 class SinusoidTasks:
-    """Sinusoid tasks for ``num_agents`` agents; float64 tensors of shape (T, points, 1)."""
+    """Sinusoid tasks for ``num_agents`` agents: tensors of shape (T, points, 1), K = ``shots``
+    support and Q = ``queries`` query points; metric ``mse``."""
+
+    HETEROGENEITY: ClassVar[tuple[str, ...]] = HETEROGENEITY
+    DEFAULT_DTYPE: ClassVar[torch.dtype] = torch.float64  # the reference numbers were made in float64
+    metric_names: ClassVar[tuple[str, ...]] = ("mse",)
 
     num_agents: int = 1
     heterogeneity: str = "none"
+    shots: int = 10
+    queries: int = 10
     amplitude_range: tuple[float, float] = (0.1, 5.0)
     phase_range: tuple[float, float] = (0.0, math.pi)
     x_range: tuple[float, float] = (-5.0, 5.0)
     dtype: torch.dtype = torch.float64
-    loss_fn = staticmethod(mse_loss)
+
+    @classmethod
+    def from_config(cls, config: Any, num_agents: int) -> SinusoidTasks:
+        dtype = parse_dtype(config.dtype, cls.DEFAULT_DTYPE)
+        return cls(num_agents, config.heterogeneity, config.shots, config.queries, dtype=dtype)
+
+    def loss_fn(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return mse_loss(prediction, target)
+
+    def metrics(self, prediction: Tensor, target: Tensor) -> dict[str, Tensor]:
+        return {"mse": mse_loss(prediction, target)}
 
     def __post_init__(self) -> None:
         check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
@@ -63,12 +82,10 @@ class SinusoidTasks:
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=self.dtype)
 
-    def sample(
-        self, rng: np.random.Generator, num_tasks: int, shots: int, queries: int, agent: int | None
-    ) -> TaskBatch:
+    def sample(self, rng: np.random.Generator, num_tasks: int, agent: int | None) -> TaskBatch:
         amplitude, phase = self._draw(rng, num_tasks, agent)
-        x_support = rng.uniform(*self.x_range, size=(num_tasks, shots, 1))
-        x_query = rng.uniform(*self.x_range, size=(num_tasks, queries, 1))
+        x_support = rng.uniform(*self.x_range, size=(num_tasks, self.shots, 1))
+        x_query = rng.uniform(*self.x_range, size=(num_tasks, self.queries, 1))
         return TaskBatch(
             self._tensor(x_support),
             self._tensor(amplitude * np.sin(x_support - phase)),
@@ -76,12 +93,10 @@ class SinusoidTasks:
             self._tensor(amplitude * np.sin(x_query - phase)),
         )
 
-    def sample_evaluation(
-        self, rng: np.random.Generator, num_tasks: int, shots: int, agent: int | None
-    ) -> TaskBatch:
+    def sample_evaluation(self, rng: np.random.Generator, num_tasks: int, agent: int | None) -> TaskBatch:
         """K random support points; queries: 100 evenly spaced x in [-5, 5] (the paper's test)."""
         amplitude, phase = self._draw(rng, num_tasks, agent)
-        x_support = rng.uniform(*self.x_range, size=(num_tasks, shots, 1))
+        x_support = rng.uniform(*self.x_range, size=(num_tasks, self.shots, 1))
         grid = np.linspace(*self.x_range, EVAL_QUERY_POINTS).reshape(1, -1, 1)
         x_query = np.repeat(grid, num_tasks, axis=0)
         return TaskBatch(

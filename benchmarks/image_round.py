@@ -1,0 +1,141 @@
+"""Benchmark: one Dif-MAML training round on few-shot images, vectorised vs a plain loop.
+
+6 agents x 2 tasks, Omniglot-sized Conv-4 (28x28 grey images, 64 filters), 5-way 1-shot
+(1 query per class, as the Dif-MAML authors' Omniglot code), 5 inner steps, second order,
+float32, Adam per agent; images from the offline `digits` family (the same tensor shapes
+as Omniglot). Side by side in one process, interleaved:
+
+- vectorised: the engine's step, ``vmap(learner.meta_step)`` over agents (and inside it
+  over tasks): what a vectorised round computes for training;
+- loop: for each agent, ``meta_gradient_loop`` (plain autograd, a Python loop over tasks)
+  and its Adam step.
+
+Peak memory: each method alone in a fresh process (resident set, ru_maxrss). Results go
+to benchmarks/results/image_round.json (or --device cuda: image_round-cuda.json).
+
+    python benchmarks/image_round.py [--repeats 20] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.func import vmap
+
+from flower_difmaml.config import RunConfig
+from flower_difmaml.learner import MetaLearner
+from flower_difmaml.meta import meta_gradient_loop
+from flower_difmaml.runner.vectorized import stack_batches
+
+RESULTS = Path(__file__).parent / "results"
+NUM_AGENTS = 6
+CONFIG = RunConfig(
+    task="digits", heterogeneity="classes", n_way=5, shots=1, queries=1, tasks_per_agent=2, inner_steps=5,
+    inner_lr=0.4, meta_optimizer="adam", meta_lr=0.001, filters=64, dtype="float32", topology="difmaml-paper",
+    combination="uniform",
+)
+
+
+def round_inputs(learner: MetaLearner, round_: int) -> tuple[dict, dict, object]:
+    """Every agent's parameters and Adam state, stacked, and their tasks of ``round_``."""
+    params = learner.initial_parameters()
+    state = learner.optimizer.init(params)
+    stacked = {n: p.expand(NUM_AGENTS, *p.shape).clone() for n, p in params.items()}
+    states = {n: v.expand(NUM_AGENTS, *v.shape).clone() for n, v in state.items()}
+    batch = stack_batches([learner.train_batch(k, round_) for k in range(NUM_AGENTS)])
+    return stacked, states, batch
+
+
+def make_methods(learner: MetaLearner) -> dict:
+    c = learner.config
+    vectorised = vmap(learner.meta_step)
+
+    def loop(params: dict, states: dict, batch: object) -> None:
+        for k in range(NUM_AGENTS):
+            p = {n: v[k] for n, v in params.items()}
+            task_batch = type(batch)(*(t[k] for t in batch))
+            grads, _ = meta_gradient_loop(
+                learner.model, p, task_batch, inner_lr=c.inner_lr, inner_steps=c.inner_steps,
+                first_order=c.first_order, loss_fn=learner.family.loss_fn,
+            )
+            learner.optimizer.step(p, grads, {n: v[k] for n, v in states.items()})
+
+    return {"vectorised": lambda p, s, b: vectorised(p, s, b), "loop": loop}
+
+
+def to_device(tree: object, device: str) -> object:
+    if isinstance(tree, dict):
+        return {k: v.to(device) for k, v in tree.items()}
+    return type(tree)(*(t.to(device) for t in tree))
+
+
+def peak_rss_gb(method: str, device: str) -> float:
+    """Peak resident memory of a fresh process that runs only ``method`` a few times."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--only", method, "--device", device], capture_output=True, text=True, check=True
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--only", choices=("vectorised", "loop"), help="(internal) run one method, print peak RSS")
+    args = parser.parse_args()
+    learner = MetaLearner.from_config(CONFIG, NUM_AGENTS)
+    learner.model.to(args.device)
+    methods = make_methods(learner)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+
+    if args.only:
+        for round_ in range(3):
+            params, states, batch = (to_device(x, args.device) for x in round_inputs(learner, round_))
+            methods[args.only](params, states, batch)
+        sync()
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)  # kB -> GB
+        return
+
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for round_ in range(args.repeats + 2):
+        params, states, batch = (to_device(x, args.device) for x in round_inputs(learner, round_))
+        for name, method in methods.items():
+            sync()
+            start = time.perf_counter()
+            method(params, states, batch)
+            sync()
+            if round_ >= 2:  # warm-up
+                times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    result = {
+        "benchmark": "one Dif-MAML training round: 6 agents x 2 tasks, Conv-4 64 filters 28x28, 5-way 1-shot, "
+                     "1 query per class, 5 inner steps, second order, float32, Adam",
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "median_ms": medians,
+        "loop_over_vectorised": medians["loop"] / medians["vectorised"],
+        "peak_rss_gb": {name: peak_rss_gb(name, args.device) for name in methods},
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+    }
+    path = RESULTS / ("image_round.json" if args.device == "cpu" else "image_round-cuda.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

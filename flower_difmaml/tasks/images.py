@@ -1,0 +1,188 @@
+"""N-way K-shot image classification (the few-shot setting of MAML), shared by the image families.
+
+The data are B base classes (Omniglot characters, digits) of E grey images each. With
+``rotations`` every base class b gives R = 4 classes (b, r), its images rotated by r * 90
+degrees, with class id b * R + r (the MAML papers' augmentation); without, R = 1 and the
+class id is b. A task draws ``n_way`` distinct classes of the agent, labels them 0..n_way-1
+in the order drawn, and for each draws ``shots + queries`` distinct examples: the first
+``shots`` are the support set, the others the query set.
+
+Heterogeneity splits the classes of each split (meta-train, meta-test) across N agents:
+
+- ``none``: every agent has all classes of the split;
+- ``classes``: agent k has the window of the split's base classes (in their given order, B
+  of them) that starts at floor(k B / N) and holds max(ceil(n_way / R), ceil(B / N)) of
+  them (at most B), wrapping modulo B, with all their rotations;
+- ``alphabet``: with G the sorted distinct groups of the split's base classes, agent k has
+  the groups G[i] with i % N == k and all base classes in them, with all their rotations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError, check_choice
+from ..meta.maml import TaskBatch
+from ..models import Conv4
+
+ROTATIONS = 4  # classes per base class with rotations: 0, 90, 180 and 270 degrees
+SPLITS = {"train": "meta-train", "test": "meta-test"}
+
+
+@dataclass(frozen=True)
+class ImageClasses:
+    """E examples of each of B base classes, the group of each, and the meta-train/test split."""
+
+    images: Tensor  # (B, E, H, W) float32 in [0, 1]
+    groups: tuple[int, ...]  # group of each base class (Omniglot: its alphabet index)
+    train: tuple[int, ...]  # base classes for meta-training
+    test: tuple[int, ...]  # base classes for meta-testing, disjoint from train
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[-1] != self.images.shape[-2]:
+            raise ValueError(f"images: shape {tuple(self.images.shape)}, expected (B, E, H, H)")
+        if len(self.groups) != self.images.shape[0]:
+            raise ValueError(f"groups: {len(self.groups)} for {self.images.shape[0]} base classes")
+        if set(self.train) & set(self.test):
+            raise ValueError("train and test base classes overlap")
+
+
+class FewShotImages:
+    """N-way K-shot classification over an ImageClasses (base for DigitsTasks, OmniglotTasks)."""
+
+    HETEROGENEITY: tuple[str, ...] = ("none", "classes", "alphabet")
+    DEFAULT_DTYPE = torch.float32
+    metric_names = ("acc", "loss")
+
+    def __init__(
+        self,
+        data: ImageClasses,
+        *,
+        num_agents: int,
+        heterogeneity: str,
+        n_way: int,
+        shots: int,
+        queries: int,
+        rotations: bool,
+        dtype: torch.dtype = torch.float32,
+        filters: int = 64,
+    ) -> None:
+        check_choice("heterogeneity", heterogeneity, type(self).HETEROGENEITY)
+        for key, value, least in (("num-agents", num_agents, 1), ("n-way", n_way, 2), ("shots", shots, 1),
+                                  ("queries", queries, 1), ("filters", filters, 1)):
+            if value < least:
+                raise ConfigError(f"{key}: {value} below {least}; allowed: {key} >= {least}")
+        examples = int(data.images.shape[1])
+        if shots + queries > examples:
+            raise ConfigError(
+                f"shots: shots + queries = {shots + queries} above the {examples} examples a class has; "
+                f"allowed: shots + queries <= {examples}"
+            )
+        self.data = data
+        self.num_agents = num_agents
+        self.heterogeneity = heterogeneity
+        self.n_way, self.shots, self.queries = n_way, shots, queries
+        self.rotations = rotations
+        self.dtype = dtype
+        self.filters = filters
+        self.image_size = int(data.images.shape[-1])
+        self.per_base = ROTATIONS if rotations else 1
+        self._classes = {
+            (split, agent): self._agent_classes(split, agent)
+            for split in SPLITS for agent in (None, *range(num_agents))
+        }
+        for (split, agent), own in self._classes.items():
+            if n_way > len(own):
+                who = "all agents have" if agent is None else f"agent {agent} has"
+                hint = "" if agent is None else " (or fewer agents, or another heterogeneity)"
+                raise ConfigError(
+                    f"n-way: {n_way} above the {len(own)} classes {who} in the {SPLITS[split]} classes "
+                    f"with heterogeneity={heterogeneity!r}; allowed: n-way <= {len(own)}{hint}"
+                )
+
+    # -- the model and its loss ---------------------------------------------------------------
+
+    def make_model(self) -> nn.Module:
+        """Conv-4 with ``filters`` channels, one input channel and ``n_way`` outputs, in ``self.dtype``."""
+        return Conv4(1, self.n_way, self.filters, image_size=self.image_size).to(self.dtype)
+
+    def loss_fn(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Cross entropy of the logits ``prediction`` (P, n_way) and labels ``target`` (P,)."""
+        return F.cross_entropy(prediction, target)
+
+    def metrics(self, prediction: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """acc: the fraction of points whose largest logit is their label; loss: the cross entropy."""
+        correct = (prediction.argmax(dim=-1) == target).to(self.dtype)
+        return {"acc": correct.mean(), "loss": F.cross_entropy(prediction, target)}
+
+    # -- who has which classes ----------------------------------------------------------------
+
+    def _base_classes(self, split: str, agent: int | None) -> list[int]:
+        bases = list(self.data.train if split == "train" else self.data.test)
+        if agent is None or self.heterogeneity == "none":
+            return bases
+        n, b = self.num_agents, len(bases)
+        if self.heterogeneity == "classes":
+            size = min(b, max(math.ceil(self.n_way / self.per_base), math.ceil(b / n)))
+            start = agent * b // n
+            return [bases[(start + j) % b] for j in range(size)]
+        groups = sorted({self.data.groups[base] for base in bases})
+        own = {group for i, group in enumerate(groups) if i % n == agent}
+        return [base for base in bases if self.data.groups[base] in own]
+
+    def _agent_classes(self, split: str, agent: int | None) -> np.ndarray:
+        bases = np.asarray(self._base_classes(split, agent), dtype=np.int64)
+        return (bases[:, None] * self.per_base + np.arange(self.per_base)).reshape(-1)
+
+    def classes(self, split: str, agent: int | None) -> np.ndarray:
+        """Class ids (base * R + rotation) of ``agent``'s classes in split "train" or "test" (None: all)."""
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r}: expected 'train' or 'test'")
+        if agent is not None and not 0 <= agent < self.num_agents:
+            raise ValueError(f"agent {agent} out of range 0..{self.num_agents - 1}")
+        return self._classes[(split, agent)].copy()
+
+    # -- drawing tasks ------------------------------------------------------------------------
+
+    def _draw(self, rng: np.random.Generator, num_tasks: int, own: np.ndarray) -> TaskBatch:
+        examples = int(self.data.images.shape[1])
+        per_class = self.shots + self.queries
+        chosen = np.empty((num_tasks, self.n_way), dtype=np.int64)
+        picks = np.empty((num_tasks, self.n_way, per_class), dtype=np.int64)
+        for t in range(num_tasks):
+            chosen[t] = rng.choice(own, self.n_way, replace=False)
+            for i in range(self.n_way):
+                picks[t, i] = rng.choice(examples, per_class, replace=False)
+        base = torch.from_numpy(chosen // self.per_base)
+        rotation = torch.from_numpy(chosen % self.per_base)
+        x = self.data.images[base[:, :, None], torch.from_numpy(picks)]  # (T, n_way, K + Q, H, W)
+        for r in range(1, self.per_base):
+            turned = rotation == r
+            x[turned] = torch.rot90(x[turned], r, dims=(-2, -1))
+        x = x.to(self.dtype).unsqueeze(3)  # (T, n_way, K + Q, 1, H, W)
+        h = self.image_size
+        labels = torch.arange(self.n_way, dtype=torch.int64)
+        return TaskBatch(
+            x[:, :, : self.shots].reshape(num_tasks, self.n_way * self.shots, 1, h, h),
+            labels.repeat_interleave(self.shots).expand(num_tasks, -1).clone(),
+            x[:, :, self.shots :].reshape(num_tasks, self.n_way * self.queries, 1, h, h),
+            labels.repeat_interleave(self.queries).expand(num_tasks, -1).clone(),
+        )
+
+    def sample(self, rng: np.random.Generator, num_tasks: int, agent: int | None) -> TaskBatch:
+        """``num_tasks`` tasks from ``agent``'s meta-train classes (None: all of them).
+
+        x_support (T, n_way * shots, 1, H, W), y_support (T, n_way * shots) int64 (labels
+        0..n_way-1, each ``shots`` times), x_query / y_query likewise with ``queries``.
+        """
+        return self._draw(rng, num_tasks, self.classes("train", agent))
+
+    def sample_evaluation(self, rng: np.random.Generator, num_tasks: int, agent: int | None) -> TaskBatch:
+        """As ``sample``, from the meta-test classes: None, all of them; k, agent k's own."""
+        return self._draw(rng, num_tasks, self.classes("test", agent))
