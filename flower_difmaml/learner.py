@@ -19,7 +19,7 @@ from torch.func import vmap
 
 from .network.attacks import attacked_model, byzantine_agents
 from .network.resilient import resilient_combine
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .meta import MetaOptimizer, Params, TaskBatch, make_meta_optimizer, meta_gradient
 from .meta.maml import evaluate_after_adaptation, meta_objective
 from .meta.optimizers import OptimizerState
@@ -95,6 +95,16 @@ class MetaLearner:
             model=family.make_model(),
             optimizer=make_meta_optimizer(config.meta_optimizer, config.meta_lr),
         )
+
+    def check_metrics(self) -> None:
+        """The family's ``metrics`` give the names its ``metric_names`` declare (one task, dry run)."""
+        batch = self.family.sample_evaluation(keyed_generator(self.config.seed, 0, EVAL_ROUND, Stream.EVAL_FULL), 1, None)
+        got = list(self.evaluate_batch(self.initial_parameters(), batch, (0,)))
+        if sorted(got) != sorted(self.family.metric_names):
+            raise ConfigError(
+                f"task: {self.config.task!r} metrics() gives {got} but its metric_names are "
+                f"{list(self.family.metric_names)}; they must be the same names"
+            )
 
     def initial_parameters(self) -> Params:
         """The model every agent starts from (seeded by ``seed``)."""

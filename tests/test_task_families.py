@@ -67,3 +67,36 @@ def test_digits_meta_learning_makes_one_step_adaptation_work_on_unseen_digits(tm
     untrained = json.loads((tmp_path / "digits" / "metrics.jsonl").read_text().splitlines()[0])
     assert summary["final"]["full-acc-1"] > untrained["full-acc-1"] + 0.15  # meta-test digits 7, 8, 9
     assert summary["final"]["full-acc-1"] > summary["final"]["full-acc-0"] + 0.2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ("task='omniglot' heterogeneity='alphabet' data-dir='{tmp}/nothing'", "error: data-dir: no Omniglot in"),
+        ("task='digits' heterogeneity='classes' n-way=30", "error: n-way: 30 above the 28 classes"),
+        ("task='digits' heterogeneity='none' shots=100 queries=100", "error: shots: shots + queries = 200 above the 174"),
+    ],
+)
+def test_check_refuses_what_the_data_cannot_give(
+    overrides: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flower_difmaml.cli import main
+
+    results = tmp_path / "results"
+    code = main(["check", "--num-agents", "6", "-c", f"{overrides.format(tmp=tmp_path)} results-dir='{results}'"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(message) and "\n" not in err
+    assert not results.exists()
+
+
+def test_a_family_whose_metrics_differ_from_its_names_is_refused(readme_family: str, tmp_path: Path) -> None:
+    import my_tasks
+
+    from flower_difmaml.runner.experiment import set_up_run
+
+    class Misnamed(my_tasks.LineTasks):
+        metric_names = ("rmse",)
+
+    my_tasks.Misnamed = Misnamed
+    with pytest.raises(ConfigError, match=r"^task: 'my_tasks:Misnamed' metrics\(\) gives \['mse'\] but its metric_names"):
+        set_up_run(RunConfig(task="my_tasks:Misnamed", heterogeneity="none", results_dir=str(tmp_path)), 4)

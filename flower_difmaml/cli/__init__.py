@@ -104,7 +104,7 @@ def _check(config: RunConfig, num_agents: int) -> int:
     where = f"resumes {setup.run_dir} after round {setup.checkpoint.round}" if setup.checkpoint else f"writes {setup.run_dir}"
     byzantine = f"Byzantine agents {sorted(setup.byzantine)} ({config.attack}); " if setup.byzantine else ""
     print(
-        f"ok: {config.strategy} on {num_agents} agents, {config.topology} graph with {setup.graph.number_of_edges()} "
+        f"ok: {config.strategy} on {num_agents} agents, {config.task} tasks, {config.topology} graph with {setup.graph.number_of_edges()} "
         f"edges (connected), {config.combination} weights; {byzantine}{config.num_rounds} rounds; {where}"
     )
     return 0

@@ -31,6 +31,7 @@ class RunSetup:
 
     config: RunConfig
     num_agents: int
+    learner: MetaLearner  # its task family checked against the data (classes per agent, examples per class)
     graph: nx.Graph
     combination: np.ndarray  # A (identity for non-coop)
     round_combination: np.ndarray | DroppingLinks
@@ -77,8 +78,11 @@ def checked_byzantine(config: RunConfig, num_agents: int) -> frozenset[int]:
 
 
 def set_up_run(config: RunConfig, num_agents: int) -> RunSetup:
-    """Graph (connected, N nodes), combination matrix (valid for the graph), Byzantine agents,
-    results folder (writable, not taken) or the run to resume; raises ValueError naming the key."""
+    """Task family (its data there and large enough for the config, its metrics as declared),
+    graph (connected, N nodes), combination matrix (valid for the graph), Byzantine agents,
+    results folder (writable, not taken) or the run to resume; raises ConfigError naming the key."""
+    learner = MetaLearner.from_config(config, num_agents)
+    learner.check_metrics()
     graph, combination = build_network(config, num_agents)
     byzantine = checked_byzantine(config, num_agents)
     checkpoint = None
@@ -89,7 +93,7 @@ def set_up_run(config: RunConfig, num_agents: int) -> RunSetup:
         run_dir = resolve_run_dir(config.results_dir, config.run_name, f"{config.strategy}-seed{config.seed}-{stamp}")
         check_writable(run_dir)
     return RunSetup(
-        config, num_agents, graph, combination, round_combination(config, graph, combination), run_dir, checkpoint, byzantine
+        config, num_agents, learner, graph, combination, round_combination(config, graph, combination), run_dir, checkpoint, byzantine
     )
 
 
@@ -106,7 +110,7 @@ def run_experiment(
     """
     config, num_agents = setup.config, setup.num_agents
     run_dir, checkpoint = setup.run_dir, setup.checkpoint
-    learner = MetaLearner.from_config(config, num_agents)
+    learner = setup.learner
     strategy = make_strategy(config, learner.initial_vector(), setup.round_combination)
     agents = make_agents(learner)
     recorder = RunRecorder(
