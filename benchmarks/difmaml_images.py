@@ -12,7 +12,8 @@ training and 10 at test, Adam 1e-3 per agent, Conv-4 with 64 filters, second ord
 ``omniglot`` is the authors' setting as it stands (about 2.3 s a round for 6 agents x 2
 tasks with 1 shot on a 2-core CPU: a GPU is the place for it). ``digits`` is the same
 experiment made small enough for a 2-core CPU (scikit-learn's digits, 28x28, 16 filters,
-1 inner step in training, 400 rounds, Adam 3e-3): the results it wrote are in
+1 inner step in training, 300 rounds, Adam 3e-3, 20 evaluation tasks per agent and
+distribution, 1-shot only): the results it wrote are in
 benchmarks/results/difmaml_images/digits-*/ and benchmarks/difmaml_images.md.
 """
 
@@ -35,7 +36,7 @@ AUTHORS = dict(
     inner_steps=5, eval_inner_steps=10, inner_lr=0.4, meta_optimizer="adam", meta_lr=0.001, filters=64,
     dtype="float32", num_rounds=3000, eval_every=500, eval_tasks=100,
 )
-SMALL_DIGITS = dict(AUTHORS, filters=16, inner_steps=1, meta_lr=0.003, num_rounds=400, eval_every=100, eval_tasks=50)
+SMALL_DIGITS = dict(AUTHORS, filters=16, inner_steps=1, meta_lr=0.003, num_rounds=300, eval_every=150, eval_tasks=20)
 
 
 def main() -> None:
