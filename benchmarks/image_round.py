@@ -10,10 +10,10 @@ as Omniglot). Side by side in one process, interleaved:
 - loop: for each agent, ``meta_gradient_loop`` (plain autograd, a Python loop over tasks)
   and its Adam step.
 
-Peak memory: each method alone in a fresh process (resident set, ru_maxrss). Results go
-to benchmarks/results/image_round.json (or --device cuda: image_round-cuda.json).
+Peak memory: each method alone in a fresh process (resident set, ru_maxrss). On the CPU;
+results go to benchmarks/results/image_round.json.
 
-    python benchmarks/image_round.py [--repeats 20] [--device cpu|cuda]
+    python benchmarks/image_round.py [--repeats 20]
 """
 
 from __future__ import annotations
@@ -73,64 +73,49 @@ def make_methods(learner: MetaLearner) -> dict:
     return {"vectorised": lambda p, s, b: vectorised(p, s, b), "loop": loop}
 
 
-def to_device(tree: object, device: str) -> object:
-    if isinstance(tree, dict):
-        return {k: v.to(device) for k, v in tree.items()}
-    return type(tree)(*(t.to(device) for t in tree))
-
-
-def peak_rss_gb(method: str, device: str) -> float:
+def peak_rss_gb(method: str) -> float:
     """Peak resident memory of a fresh process that runs only ``method`` a few times."""
-    done = subprocess.run(
-        [sys.executable, __file__, "--only", method, "--device", device], capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([sys.executable, __file__, "--only", method], capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", choices=("vectorised", "loop"), help="(internal) run one method, print peak RSS")
     args = parser.parse_args()
     learner = MetaLearner.from_config(CONFIG, NUM_AGENTS)
-    learner.model.to(args.device)
     methods = make_methods(learner)
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     if args.only:
         for round_ in range(3):
-            params, states, batch = (to_device(x, args.device) for x in round_inputs(learner, round_))
-            methods[args.only](params, states, batch)
-        sync()
+            methods[args.only](*round_inputs(learner, round_))
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)  # kB -> GB
         return
 
     times: dict[str, list[float]] = {name: [] for name in methods}
     for round_ in range(args.repeats + 2):
-        params, states, batch = (to_device(x, args.device) for x in round_inputs(learner, round_))
+        params, states, batch = round_inputs(learner, round_)
         for name, method in methods.items():
-            sync()
             start = time.perf_counter()
             method(params, states, batch)
-            sync()
             if round_ >= 2:  # warm-up
                 times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     result = {
         "benchmark": "one Dif-MAML training round: 6 agents x 2 tasks, Conv-4 64 filters 28x28, 5-way 1-shot, "
                      "1 query per class, 5 inner steps, second order, float32, Adam",
-        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
+        "device": "cpu",
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "repeats": args.repeats,
         "median_ms": medians,
         "loop_over_vectorised": medians["loop"] / medians["vectorised"],
-        "peak_rss_gb": {name: peak_rss_gb(name, args.device) for name in methods},
+        "peak_rss_gb": {name: peak_rss_gb(name) for name in methods},
         "torch": torch.__version__,
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
     }
-    path = RESULTS / ("image_round.json" if args.device == "cpu" else "image_round-cuda.json")
+    path = RESULTS / "image_round.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -17,13 +17,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from .network.attacks import attacked_model, byzantine_agents
-from .network.resilient import resilient_combine
 from .config import ConfigError, RunConfig
 from .meta import MetaOptimizer, Params, TaskBatch, make_meta_optimizer, meta_gradient
 from .meta.maml import evaluate_after_adaptation, meta_objective
 from .meta.optimizers import OptimizerState
 from .models import initial_parameters
+from .network.attacks import attacked_model, byzantine_agents
+from .network.resilient import resilient_combine
 from .streams import Stream, keyed_generator
 from .tasks import TaskFamily, family_class
 

@@ -48,10 +48,10 @@ RUNS = {
         fail_prob=0.2, resilient_gamma=0.5,
     ),
     "dif-median": dict(strategy="dif-maml", topology="complete", combination="median", byzantine="1", attack="gaussian"),
-    "digits-float32": dict(  # few-shot images in float32, Adam, failing agents
+    "digits-float32": dict(  # few-shot images in float32, failing agents
         strategy="dif-maml", task="digits", heterogeneity="classes", topology="ring", n_way=3, shots=1, queries=2,
         tasks_per_agent=2, filters=4, inner_lr=0.4, eval_inner_steps=3, num_rounds=6, eval_every=3, eval_tasks=3,
-        meta_optimizer="adam", meta_lr=0.01, fail_prob=0.2, checkpoint_every=3,
+        meta_lr=0.1, fail_prob=0.2, checkpoint_every=3,
     ),
 }
 
@@ -111,7 +111,9 @@ def test_vectorized_engine_gives_the_flower_numbers(flower_runs: Path, tmp_path:
 
 def test_float32_images_give_the_same_numbers_in_both_engines(flower_runs: Path, tmp_path: Path) -> None:
     """float32: the engines sum in other orders (one agent vs all in one vmap), so they agree
-    to float32 round-off: models within 1e-4 relative, metrics within 1e-3."""
+    to float32 round-off: models within 1e-4 relative, metrics within 1e-3. (With Adam they
+    do not: where a gradient is ~0, Adam's m / sqrt(v) turns round-off into steps of +-lr,
+    so a few weights differ by a few lr after 6 rounds; measured 64 of 2268, up to 0.028.)"""
     name = "digits-float32"
     run_vectorized(_config(tmp_path, name), NUM_AGENTS, progress=lambda line: None)
     flower, vectorized = _final(flower_runs / name), _final(tmp_path / name)

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import parse_dtype
 from .images import FewShotImages, ImageClasses
 
 META_TEST_DIGITS = (7, 8, 9)
@@ -51,14 +50,4 @@ class DigitsTasks(FewShotImages):
     @classmethod
     def from_config(cls, config: Any, num_agents: int) -> DigitsTasks:
         """Built from keys heterogeneity, n-way, shots, queries, rotations, filters and dtype."""
-        return cls(
-            load_digits_classes(),
-            num_agents=num_agents,
-            heterogeneity=config.heterogeneity,
-            n_way=config.n_way,
-            shots=config.shots,
-            queries=config.queries,
-            rotations=config.rotations,
-            dtype=parse_dtype(config.dtype, cls.DEFAULT_DTYPE),
-            filters=config.filters,
-        )
+        return cls.from_data(load_digits_classes(), config, num_agents)

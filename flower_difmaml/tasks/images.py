@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, check_choice
 from ..meta.maml import TaskBatch
 from ..models import Conv4
+from .base import parse_dtype
 
 ROTATIONS = 4  # classes per base class with rotations: 0, 90, 180 and 270 degrees
 SPLITS = {"train": "meta-train", "test": "meta-test"}
@@ -105,6 +107,21 @@ class FewShotImages:
                     f"n-way: {n_way} above the {len(own)} classes {who} in the {SPLITS[split]} classes "
                     f"with heterogeneity={heterogeneity!r}; allowed: n-way <= {len(own)}{hint}"
                 )
+
+    @classmethod
+    def from_data(cls, data: ImageClasses, config: Any, num_agents: int) -> FewShotImages:
+        """Built from ``data`` and keys heterogeneity, n-way, shots, queries, rotations, filters, dtype."""
+        return cls(
+            data,
+            num_agents=num_agents,
+            heterogeneity=config.heterogeneity,
+            n_way=config.n_way,
+            shots=config.shots,
+            queries=config.queries,
+            rotations=config.rotations,
+            dtype=parse_dtype(config.dtype, cls.DEFAULT_DTYPE),
+            filters=config.filters,
+        )
 
     # -- the model and its loss ---------------------------------------------------------------
 

@@ -24,7 +24,6 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError, one_line
-from .base import parse_dtype
 from .images import FewShotImages, ImageClasses
 
 IMAGE_SIZE = 28
@@ -149,14 +148,4 @@ class OmniglotTasks(FewShotImages):
         """Built from keys data-dir, download, split-seed, meta-train-characters and those of digits."""
         images, groups = load_omniglot(Path(config.data_dir).expanduser(), download=config.download)
         train, test = omniglot_split(len(groups), config.meta_train_characters, config.split_seed)
-        return cls(
-            ImageClasses(images=images, groups=groups, train=train, test=test),
-            num_agents=num_agents,
-            heterogeneity=config.heterogeneity,
-            n_way=config.n_way,
-            shots=config.shots,
-            queries=config.queries,
-            rotations=config.rotations,
-            dtype=parse_dtype(config.dtype, cls.DEFAULT_DTYPE),
-            filters=config.filters,
-        )
+        return cls.from_data(ImageClasses(images=images, groups=groups, train=train, test=test), config, num_agents)
