@@ -50,8 +50,8 @@ RUNS = {
     "dif-median": dict(strategy="dif-maml", topology="complete", combination="median", byzantine="1", attack="gaussian"),
     "digits-float32": dict(  # few-shot images in float32, failing agents
         strategy="dif-maml", task="digits", heterogeneity="classes", topology="ring", n_way=3, shots=1, queries=2,
-        tasks_per_agent=2, filters=4, inner_lr=0.4, eval_inner_steps=3, num_rounds=6, eval_every=3, eval_tasks=3,
-        meta_lr=0.1, fail_prob=0.2, checkpoint_every=3,
+        tasks_per_agent=2, filters=4, inner_lr=0.4, eval_inner_steps=3, num_rounds=2, eval_every=1, eval_tasks=3,
+        meta_lr=0.1, fail_prob=0.2, checkpoint_every=1,  # SGD: see the float32 test
     ),
 }
 
@@ -110,19 +110,26 @@ def test_vectorized_engine_gives_the_flower_numbers(flower_runs: Path, tmp_path:
 
 
 def test_float32_images_give_the_same_numbers_in_both_engines(flower_runs: Path, tmp_path: Path) -> None:
-    """float32: the engines sum in other orders (one agent vs all in one vmap), so they agree
-    to float32 round-off: models within 1e-4 relative, metrics within 1e-3. (With Adam they
-    do not: where a gradient is ~0, Adam's m / sqrt(v) turns round-off into steps of +-lr,
-    so a few weights differ by a few lr after 6 rounds; measured 64 of 2268, up to 0.028.)"""
+    """float32: the engines sum in other orders (one agent vs all in one vmap), so they agree to
+    float32 round-off, which a Conv-4 with max-pooling amplifies from round to round (a near-tie
+    in a max-pool or a ReLU that flips sends the gradient elsewhere). Measured on this config
+    without failures: metrics equal to 1e-6 relative for rounds 0-2, then after round 3 model
+    weights up to 1.7e-3 apart and one accuracy in 72 flipped. float64 agrees to 3e-15. So the
+    test compares 2 rounds, with SGD: every evaluation within 5e-3 relative (measured: 8.6e-4 at
+    worst, a loss after 3 fine-tuning steps), models within 1e-4 (measured: 5.5e-6).
+    (Not with Adam: its first step is lr * sign(g), so a weight whose gradient is round-off
+    moves by +-lr in either engine: models 0.025 apart after 2 rounds, metrics still equal.)"""
     name = "digits-float32"
     run_vectorized(_config(tmp_path, name), NUM_AGENTS, progress=lambda line: None)
     flower, vectorized = _final(flower_runs / name), _final(tmp_path / name)
     assert {"full-acc-0", "full-acc-1", "full-acc-3", "own-acc-3", "full-loss-3"} <= flower.keys() == vectorized.keys()
-    for key in flower:
-        assert vectorized[key] == pytest.approx(flower[key], rel=1e-3, abs=1e-4), key
+    assert sum(line["failed"] for line in read_metrics(flower_runs / name)[1:]) > 0
+    for flower_line, vectorized_line in zip(read_metrics(flower_runs / name), read_metrics(tmp_path / name)):
+        for key in flower:
+            assert vectorized_line[key] == pytest.approx(flower_line[key], rel=5e-3, abs=1e-6), (flower_line["round"], key)
     models = np.load(flower_runs / name / "models.npy")
     assert models.dtype == np.float32  # messages, replies and files in the run's dtype
-    np.testing.assert_allclose(np.load(tmp_path / name / "models.npy"), models, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / name / "models.npy"), models, rtol=0, atol=1e-4)
     with np.load(flower_runs / name / "checkpoint.npz") as checkpoint:
         assert checkpoint["strategy/models"].dtype == np.float32
     assert [line["failed"] for line in read_metrics(flower_runs / name)[1:]] == [
