@@ -100,3 +100,17 @@ def test_a_family_whose_metrics_differ_from_its_names_is_refused(readme_family: 
     my_tasks.Misnamed = Misnamed
     with pytest.raises(ConfigError, match=r"^task: 'my_tasks:Misnamed' metrics\(\) gives \['mse'\] but its metric_names"):
         set_up_run(RunConfig(task="my_tasks:Misnamed", heterogeneity="none", results_dir=str(tmp_path)), 4)
+
+
+def test_an_omniglot_run_end_to_end_on_data_in_its_folder_layout(tmp_path: Path) -> None:
+    from test_image_tasks import CHARACTERS, write_omniglot
+
+    data = write_omniglot(tmp_path / "data")
+    config = RunConfig(
+        task="omniglot", data_dir=str(data), heterogeneity="alphabet", meta_train_characters=CHARACTERS - 6,
+        n_way=3, shots=1, queries=1, tasks_per_agent=2, filters=4, inner_lr=0.4, num_rounds=2, eval_every=1,
+        eval_tasks=2, eval_inner_steps=2, topology="complete", results_dir=str(tmp_path / "runs"), run_name="o",
+    )
+    summary = run_vectorized(config, 2, progress=lambda line: None)
+    assert {"full-acc-0", "full-acc-1", "full-acc-2", "own-acc-2", "full-loss-2"} <= set(summary["final"])
+    assert (tmp_path / "runs" / "o" / "acc.png").exists() and (tmp_path / "runs" / "o" / "loss.png").exists()
