@@ -9,7 +9,7 @@ training and 10 at test, Adam 1e-3 per agent, Conv-4 with 64 filters, second ord
     python benchmarks/difmaml_images.py omniglot --data-dir ~/omniglot [--shots 1,5]   # needs the data
     python benchmarks/difmaml_images.py digits                                          # offline, run here
 
-``omniglot`` is the authors' setting as it stands (about 2.3 s a round for 6 agents x 2
+``omniglot`` is the authors' setting as it stands (about 2.9 s a round for 6 agents x 2
 tasks with 1 shot on a 2-core CPU: a GPU is the place for it). ``digits`` is the same
 experiment made small enough for a 2-core CPU (scikit-learn's digits, 28x28, 16 filters,
 1 inner step in training, 300 rounds, Adam 3e-3, 20 evaluation tasks per agent and

@@ -10,7 +10,8 @@ as Omniglot). Side by side in one process, interleaved:
 - loop: for each agent, ``meta_gradient_loop`` (plain autograd, a Python loop over tasks)
   and its Adam step.
 
-Peak memory: each method alone in a fresh process (resident set, ru_maxrss). On the CPU;
+Peak memory: each method alone in a fresh process (VmHWM, the high-water resident set of
+that process's own memory: ``ru_maxrss`` would carry the parent's peak over ``exec``). On the CPU;
 results go to benchmarks/results/image_round.json.
 
     python benchmarks/image_round.py [--repeats 20]
@@ -22,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -73,6 +73,14 @@ def make_methods(learner: MetaLearner) -> dict:
     return {"vectorised": lambda p, s, b: vectorised(p, s, b), "loop": loop}
 
 
+def high_water_rss_gb() -> float:
+    """This process's peak resident set (Linux ``VmHWM``), in GB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1e6  # kB -> GB
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
 def peak_rss_gb(method: str) -> float:
     """Peak resident memory of a fresh process that runs only ``method`` a few times."""
     done = subprocess.run([sys.executable, __file__, "--only", method], capture_output=True, text=True, check=True)
@@ -90,7 +98,7 @@ def main() -> None:
     if args.only:
         for round_ in range(3):
             methods[args.only](*round_inputs(learner, round_))
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)  # kB -> GB
+        print(high_water_rss_gb())
         return
 
     times: dict[str, list[float]] = {name: [] for name in methods}
