@@ -19,8 +19,8 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from .config import RunConfig
-from .flower.records import NEIGHBOURS, OPTIMIZER_STATE, RUNNING_LOSSES, model_record, model_vector, models_of
+from .config import ConfigError, RunConfig
+from .flower.records import NEIGHBOURS, PROBLEM, OPTIMIZER_STATE, RUNNING_LOSSES, model_record, model_vector, models_of
 from .learner import MetaLearner
 from .network.faults import InjectedFailure, agent_fails
 from .network.resilient import initial_running_losses
@@ -44,13 +44,18 @@ def _agent(context: Context) -> tuple[MetaLearner, int]:
 
 @app.query()
 def identify(msg: Message, context: Context) -> Message:
-    """Tell the server which graph vertex this node is."""
+    """Tell the server which graph vertex this node is, and whether it can be that agent:
+    build the learner here (its data, its ``device``); a ConfigError goes back as ``problem``."""
     record = ConfigRecord(
         {
             "partition-id": int(context.node_config["partition-id"]),
             "num-partitions": int(context.node_config["num-partitions"]),
         }
     )
+    try:
+        _agent(context)
+    except ConfigError as error:
+        record[PROBLEM] = str(error)
     return Message(RecordDict({"agent": record}), reply_to=msg)
 
 

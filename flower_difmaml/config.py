@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .devices import check_device
 from .errors import ConfigError, check_choice
 from .meta.optimizers import META_OPTIMIZERS
 from .network import NEIGHBOURHOOD_RULES, RESILIENT
@@ -70,6 +71,7 @@ class RunConfig:
     eval_inner_steps: int = field(default=10, **_range(1))
     first_order: bool = False
     dtype: str = field(default="auto", **_choice(*DTYPES))
+    device: str = "cpu"  # checked by devices.check_device (spelling); resolved where the agents compute
     filters: int = field(default=64, **_range(1))
     rotations: bool = True
     data_dir: str = "~/flower-difmaml-data"
@@ -96,6 +98,7 @@ class RunConfig:
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
         check_task(self.task, self.heterogeneity)
+        check_device(self.device)
         check_topology(self.topology, p=self.topology_p, radius=self.topology_radius, k=self.topology_k, seed=self.topology_seed)
         rule = self.combination
         check_combination(rule, NEIGHBOURHOOD_RULES)

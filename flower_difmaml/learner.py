@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from .config import ConfigError, RunConfig
+from .devices import resolve_device
 from .meta import MetaOptimizer, Params, TaskBatch, make_meta_optimizer, meta_gradient
 from .meta.maml import evaluate_after_adaptation, meta_objective
 from .meta.optimizers import OptimizerState
@@ -33,15 +34,21 @@ SOURCES = ("full", "own")  # evaluation tasks from the full distribution, and fr
 
 @dataclass(frozen=True)
 class ParamLayout:
-    """Names and shapes of a model's parameters, to pack them into one flat vector."""
+    """Names and shapes of a model's parameters, to pack them into one flat vector.
+
+    Vectors are numpy arrays on the host (what messages and checkpoints hold); parameters
+    are tensors on the device the agent computes on.
+    """
 
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
     dtype: torch.dtype = torch.float64
+    device: torch.device = torch.device("cpu")
 
     @classmethod
     def of(cls, params: Params) -> ParamLayout:
-        return cls(tuple(params), tuple(tuple(p.shape) for p in params.values()), next(iter(params.values())).dtype)
+        first = next(iter(params.values()))
+        return cls(tuple(params), tuple(tuple(p.shape) for p in params.values()), first.dtype, first.device)
 
     @property
     def numpy_dtype(self) -> np.dtype:
@@ -59,13 +66,13 @@ class ParamLayout:
         """
         first = params[self.names[0]]
         lead = tuple(first.shape[: first.ndim - len(self.shapes[0])])
-        return torch.cat([params[n].detach().reshape(*lead, -1) for n in self.names], dim=-1).numpy()
+        return torch.cat([params[n].detach().reshape(*lead, -1) for n in self.names], dim=-1).cpu().numpy()
 
     def params(self, vector: np.ndarray) -> Params:
-        """Inverse of :meth:`vector`: tensors of shapes (..., *shape) in the model's dtype."""
+        """Inverse of :meth:`vector`: tensors of shapes (..., *shape) in the model's dtype, on its device."""
         if vector.shape[-1:] != (self.size,):
             raise ValueError(f"model vector has shape {vector.shape}; expected (..., {self.size})")
-        flat = torch.from_numpy(np.array(vector, dtype=self.numpy_dtype))
+        flat = torch.from_numpy(np.array(vector, dtype=self.numpy_dtype)).to(self.device)
         lead = tuple(flat.shape[:-1])
         out, start = {}, 0
         for name, shape in zip(self.names, self.shapes):
@@ -77,28 +84,37 @@ class ParamLayout:
 
 @dataclass(frozen=True)
 class MetaLearner:
-    """Agent-side MAML for a run config on ``num_agents`` agents."""
+    """Agent-side MAML for a run config on ``num_agents`` agents, computing on ``device``.
+
+    Tasks are drawn on the CPU (the same numbers on every device) and moved to ``device``;
+    parameters and optimizer states live there; models leave as numpy vectors.
+    """
 
     config: RunConfig
     num_agents: int
     family: TaskFamily
     model: nn.Module
     optimizer: MetaOptimizer
+    device: torch.device = torch.device("cpu")
 
     @classmethod
-    def from_config(cls, config: RunConfig, num_agents: int) -> MetaLearner:
+    def from_config(cls, config: RunConfig, num_agents: int, device: str | None = None) -> MetaLearner:
+        """The learner of ``config``; ``device`` (default: key ``device``) must exist here."""
+        where = resolve_device(config.device if device is None else device)
         family = family_class(config.task).from_config(config, num_agents)
         return cls(
             config=config,
             num_agents=num_agents,
             family=family,
-            model=family.make_model(),
+            model=family.make_model().to(where),
             optimizer=make_meta_optimizer(config.meta_optimizer, config.meta_lr),
+            device=where,
         )
 
     def check_metrics(self) -> None:
         """The family's ``metrics`` give the names its ``metric_names`` declare (one task, dry run)."""
         batch = self.family.sample_evaluation(keyed_generator(self.config.seed, 0, EVAL_ROUND, Stream.EVAL_FULL), 1, None)
+        batch = batch.to(self.device)
         got = list(self.evaluate_batch(self.initial_parameters(), batch, (0,)))
         if sorted(got) != sorted(self.family.metric_names):
             raise ConfigError(
@@ -107,7 +123,7 @@ class MetaLearner:
             )
 
     def initial_parameters(self) -> Params:
-        """The model every agent starts from (seeded by ``seed``)."""
+        """The model every agent starts from (seeded by ``seed``), on the device."""
         return initial_parameters(self.model, self.config.seed)
 
     @cached_property
@@ -135,7 +151,7 @@ class MetaLearner:
     def train_batch(self, agent: int, round_: int, stream: Stream = Stream.TRAIN) -> TaskBatch:
         """Agent ``agent``'s tasks of round ``round_`` from its own distribution."""
         c = self.config
-        return self.family.sample(keyed_generator(c.seed, agent, round_, stream), c.tasks_per_agent, agent)
+        return self.family.sample(keyed_generator(c.seed, agent, round_, stream), c.tasks_per_agent, agent).to(self.device)
 
     def meta_step(self, params: Params, state: OptimizerState, batch: TaskBatch) -> tuple[Params, OptimizerState, Tensor]:
         """Adapt: phi_k = w_k - mu * step(grad J_k(w_k)) on ``batch``; returns (phi_k, new state, J_k(w_k)).
@@ -154,7 +170,9 @@ class MetaLearner:
     def train_step(
         self, params: Params, state: OptimizerState, agent: int, round_: int
     ) -> tuple[Params, OptimizerState, float]:
-        """:meth:`meta_step` on agent ``agent``'s fresh tasks of round ``round_``."""
+        """:meth:`meta_step` on agent ``agent``'s fresh tasks of round ``round_`` (``state``
+        may come from a message, on the CPU: it moves to the device)."""
+        state = {n: v.to(self.device) for n, v in state.items()}
         new_params, new_state, loss = self.meta_step(params, state, self.train_batch(agent, round_))
         return new_params, new_state, float(loss)
 
@@ -184,7 +202,7 @@ class MetaLearner:
         batch = self.train_batch(agent, round_, Stream.TRAIN if c.resilient_score == "current" else Stream.SCORE)
         with torch.no_grad():
             losses = vmap(objective, in_dims=(0, None))(self.layout.params(models), batch)
-        return losses.numpy().astype(np.float64)
+        return losses.cpu().numpy().astype(np.float64)
 
     def resilient_step(
         self, agent: int, round_: int, models: dict[int, np.ndarray], running_losses: np.ndarray
@@ -202,7 +220,9 @@ class MetaLearner:
         distribution and from its own."""
         c = self.config
         return {
-            source: self.family.sample_evaluation(keyed_generator(c.seed, agent, EVAL_ROUND, stream), c.eval_tasks, owner)
+            source: self.family.sample_evaluation(
+                keyed_generator(c.seed, agent, EVAL_ROUND, stream), c.eval_tasks, owner
+            ).to(self.device)
             for source, stream, owner in zip(SOURCES, (Stream.EVAL_FULL, Stream.EVAL_OWN), (None, agent))
         }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -76,10 +77,16 @@ class Conv4(nn.Module):
 
 
 def initial_parameters(model: nn.Module, seed: int) -> Params:
-    """The model's parameters re-initialised from ``seed`` (every agent starts from these)."""
-    with torch.random.fork_rng():
+    """The model's parameters re-initialised from ``seed`` (every agent starts from these).
+
+    Drawn on a CPU copy with the CPU generator, so every device starts from the same
+    numbers; returned on the model's device. The model itself is not changed.
+    """
+    device = next(model.parameters()).device
+    fresh = copy.deepcopy(model).to("cpu")
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for module in model.modules():
-            if hasattr(module, "reset_parameters") and module is not model:
+        for module in fresh.modules():
+            if hasattr(module, "reset_parameters") and module is not fresh:
                 module.reset_parameters()
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
+    return {name: p.detach().to(device) for name, p in fresh.named_parameters()}

@@ -1,8 +1,9 @@
 """ServerApp: read config -> discover agents -> check the run -> rounds -> results.
 
-A config the run cannot use (a key out of range, a graph that is not connected on the
-agents that came, a results folder that is taken) is logged as one ERROR line that names
-the key, before any training message is sent; the app then stops and writes nothing.
+A config the run cannot use (a key out of range, a node that cannot build its agent, e.g.
+without the data or the CUDA device it asks for, a graph that is not connected on the agents
+that came, a results folder that is taken) is logged as one ERROR line that names the key,
+before any training message is sent; the app then stops and writes nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def main(grid: Grid, context: Context) -> None:
     try:
         config = RunConfig.from_mapping(context.run_config)
         node_ids = discover_agents(grid)
-        setup = set_up_run(config, len(node_ids))
+        setup = set_up_run(config, len(node_ids), device="cpu")  # the nodes checked key device
     except ConfigError as error:
         log(ERROR, "flower-difmaml: error: %s", error)
         return

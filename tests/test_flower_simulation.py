@@ -196,3 +196,25 @@ def test_bad_graph_fails_before_any_results(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="topology: 'erdos-renyi' on 4 agents is not connected"):
         run_in_flower(config, NUM_AGENTS)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_node_without_the_asked_device_stops_the_run_before_training(tmp_path: Path, caplog) -> None:
+    """Each node checks that it can be its agent when the server asks who it is; here the
+    nodes are asked for a GPU no machine has: one ERROR line naming key device, nothing written."""
+    app = ClientApp()
+    app.train()(client_app.train)
+
+    @app.query()
+    def identify(msg: Message, context: Context) -> Message:
+        asking_for_a_gpu = Context(
+            run_id=context.run_id, node_id=context.node_id, node_config=context.node_config, state=context.state,
+            run_config={**context.run_config, "device": "cuda:99"},
+        )
+        return client_app.identify(msg, asking_for_a_gpu)
+
+    config = RunConfig(results_dir=str(tmp_path), run_name="no-gpu", topology="ring", **SMALL)
+    run_flower_simulation(config, NUM_AGENTS, server_app, app)
+    assert not (tmp_path / "no-gpu").exists()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith("flower-difmaml: error: device: 'cuda:99'"), errors
+    assert "(on the node of agent " in errors[0]

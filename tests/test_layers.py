@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "flower_difmaml"
 # Lowest first. A part may import itself and the parts of lower layers, nothing else.
 LAYERS = (
     ("errors", "streams"),
+    ("devices",),
     ("meta",),
     ("models",),
     ("tasks",),
@@ -29,7 +30,7 @@ LAYERS = (
     ("__main__",),
 )
 LAYER_OF = {part: depth for depth, parts in enumerate(LAYERS) for part in parts}
-MATH = ("errors", "streams", "meta", "models", "tasks", "network")  # runs where only torch is installed
+MATH = ("errors", "streams", "devices", "meta", "models", "tasks", "network")  # runs where only torch is installed
 
 
 def module_name(path: Path) -> str:

@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 from ..errors import ConfigError
 from ..runner.rounds import CombineReplies, TrainReplies
 from ..strategies.base import CombineRequest
-from .records import COMBINE, NEIGHBOURS, OPTIMIZER_STATE, RUNNING_LOSSES, model_record, model_vector, models_record
+from .records import COMBINE, NEIGHBOURS, OPTIMIZER_STATE, PROBLEM, RUNNING_LOSSES, model_record, model_vector, models_record
 
 DISCOVERY_TIMEOUT = 120.0  # seconds to wait for every agent's node to connect
 
@@ -55,7 +55,8 @@ def discover_agents(grid: Grid, timeout: float = DISCOVERY_TIMEOUT) -> list[int]
     """Node ids in agent order: ask every node its ``partition-id`` once (a query message).
 
     Waits until ``num-partitions`` distinct agents have answered; two nodes claiming one
-    partition, or nodes that disagree on ``num-partitions``, are errors.
+    partition, nodes that disagree on ``num-partitions``, and a node that cannot build its
+    agent (its ``problem``: no data, no such device) are ConfigErrors.
     """
     deadline = time.monotonic() + timeout
     agents: dict[int, int] = {}
@@ -71,6 +72,8 @@ def discover_agents(grid: Grid, timeout: float = DISCOVERY_TIMEOUT) -> list[int]
                 raise RuntimeError(f"node {node_id} failed to identify: {reply.error.reason}")
             record = reply.content["agent"]
             agent, count = int(record["partition-id"]), int(record["num-partitions"])
+            if PROBLEM in record:
+                raise ConfigError(f"{record[PROBLEM]} (on the node of agent {agent})")
             expected.add(count)
             if len(expected) > 1:
                 raise ConfigError(f"num-partitions: nodes disagree on the number of agents: {sorted(expected)}")

@@ -16,6 +16,7 @@ OPTIMIZER_STATE = "meta-optimizer"  # an agent's meta-optimizer state: in contex
 RUNNING_LOSSES = "running-losses"  # a resilient agent's r_k (a flat vector, like a model): in context.state and combine replies
 NEIGHBOURS = "neighbours"  # the phi_l a combine message relays, keyed by agent id
 COMBINE = "train.combine"  # message type of the resilient rule's second exchange
+PROBLEM = "problem"  # in a node's identify reply: why it cannot be its agent (a ConfigError's line)
 
 
 def model_record(vector: np.ndarray) -> ArrayRecord:

@@ -68,9 +68,12 @@ def run_flower_simulation(
 
     A config the run cannot use raises ConfigError here, before Ray starts (the ServerApp
     would log it and stop); anything else the ServerApp raised is raised after the engine
-    has stopped.
+    has stopped. With a CUDA ``device`` the actors (one per ``cpus_per_agent`` cores) share
+    the GPU: each asks Ray for an equal fraction of it.
     """
-    set_up_run(config, num_agents)  # checks only: writes nothing
+    setup = set_up_run(config, num_agents)  # checks only: writes nothing
+    actors = max(1, int((os.cpu_count() or 1) // cpus_per_agent))
+    gpus_per_agent = 1.0 / actors if setup.learner.device.type == "cuda" else 0.0
     with tempfile.TemporaryDirectory(prefix="flower-difmaml-app-") as app_dir:
         write_app_config(Path(app_dir), config)
         context = Context(
@@ -82,7 +85,7 @@ def run_flower_simulation(
             client_app=client_app,
             server_app=server_app,
             backend_config={
-                "client_resources": {"num_cpus": cpus_per_agent, "num_gpus": 0.0},
+                "client_resources": {"num_cpus": cpus_per_agent, "num_gpus": gpus_per_agent},
                 "init_args": {"logging_level": "error", "log_to_driver": False},
             },
             server_app_context=context,

@@ -42,6 +42,10 @@ class TaskBatch(NamedTuple):
     def num_tasks(self) -> int:
         return int(self.x_support.shape[0])
 
+    def to(self, device: torch.device) -> TaskBatch:
+        """The batch on ``device`` (drawn on the CPU, computed on where the agent computes)."""
+        return TaskBatch(*(part.to(device) for part in self))
+
 
 def mse_loss(prediction: Tensor, target: Tensor) -> Tensor:
     """Mean squared error (the sinusoid regression loss)."""

@@ -77,11 +77,13 @@ def checked_byzantine(config: RunConfig, num_agents: int) -> frozenset[int]:
     return byzantine
 
 
-def set_up_run(config: RunConfig, num_agents: int) -> RunSetup:
+def set_up_run(config: RunConfig, num_agents: int, device: str | None = None) -> RunSetup:
     """Task family (its data there and large enough for the config, its metrics as declared),
-    graph (connected, N nodes), combination matrix (valid for the graph), Byzantine agents,
-    results folder (writable, not taken) or the run to resume; raises ConfigError naming the key."""
-    learner = MetaLearner.from_config(config, num_agents)
+    device (there, on this machine), graph (connected, N nodes), combination matrix (valid for
+    the graph), Byzantine agents, results folder (writable, not taken) or the run to resume;
+    raises ConfigError naming the key. ``device`` overrides key ``device`` for this process's
+    learner (a ServerApp computes nothing: its nodes check their own device)."""
+    learner = MetaLearner.from_config(config, num_agents, device)
     learner.check_metrics()
     graph, combination = build_network(config, num_agents)
     byzantine = checked_byzantine(config, num_agents)

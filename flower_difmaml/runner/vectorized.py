@@ -2,7 +2,7 @@
 
 Same config keys, same learner code, same seeded tasks and the same results files as a
 Flower run, without messages: for sweeps. A Flower run and a vectorised run of one config
-give the same numbers (to float64 round-off).
+give the same numbers (to float64 round-off). Computes on key ``device``.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class VectorizedAgents:
         return TrainReplies(
             models={k: self.learner.sent_model(vectors[i], k, round_) for i, k in enumerate(agents)},
             num_tasks={k: tasks for k in agents},
-            losses={k: float(losses[i]) for i, k in enumerate(agents)},
+            losses=dict(zip(agents, losses.cpu().tolist())),
             agent_seconds=seconds,
             failed=failed,
         )
@@ -79,11 +79,12 @@ class VectorizedAgents:
         return out
 
     def optimizer_states(self) -> dict[int, dict[str, np.ndarray]]:
-        return {k: {n: v.numpy() for n, v in state.items()} for k, state in self.states.items() if state}
+        return {k: {n: v.cpu().numpy() for n, v in state.items()} for k, state in self.states.items() if state}
 
     def load_optimizer_states(self, states: dict[int, dict[str, np.ndarray]]) -> None:
+        device = self.learner.device
         for k, state in states.items():
-            self.states[k] = {n: torch.from_numpy(np.array(v)) for n, v in state.items()}
+            self.states[k] = {n: torch.from_numpy(np.array(v)).to(device) for n, v in state.items()}
 
     def evaluation_batches(self) -> dict[str, TaskBatch]:
         """Every agent's fixed evaluation tasks, stacked (drawn once)."""
@@ -103,7 +104,7 @@ class VectorizedAgents:
                 for i in range(0, len(models), chunk)
             ]
             for name in parts[0]:
-                out[f"{source}-{name}"] = torch.cat([part[name] for part in parts]).numpy().astype(np.float64)
+                out[f"{source}-{name}"] = torch.cat([part[name] for part in parts]).cpu().numpy().astype(np.float64)
         return out
 
 

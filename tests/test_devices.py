@@ -1,0 +1,130 @@
+"""Key ``device``: its spelling, what it resolves to, and its errors before anything runs.
+
+CI has no GPU: CUDA's presence is simulated here with monkeypatch where only the choice is
+tested. The tests that compute on a GPU are marked ``cuda`` (deselected unless asked for:
+``pytest -m cuda`` on a GPU machine).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flower_difmaml.config import ConfigError, RunConfig
+from flower_difmaml.devices import check_device, resolve_device
+from flower_difmaml.learner import MetaLearner, ParamLayout
+from flower_difmaml.runner.experiment import set_up_run
+from flower_difmaml.runner.vectorized import run_vectorized
+
+
+def _cuda(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+@pytest.mark.parametrize("value", ["cpu", "cuda", "cuda:0", "cuda:12", "auto"])
+def test_device_spellings_pass(value: str) -> None:
+    check_device(value)
+    assert RunConfig(device=value).device == value  # the config checks only the spelling
+
+
+@pytest.mark.parametrize("value", ["gpu", "CUDA", "cuda:", "cuda:x", "cuda:-1", "mps", "", " cpu"])
+def test_other_spellings_are_one_line_errors_naming_the_key(value: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        RunConfig(device=value)
+    message = str(error.value)
+    assert message.startswith("device: ") and "allowed: cpu, cuda, cuda:N, auto" in message
+    assert "\n" not in message
+
+
+def test_without_cuda_auto_is_the_cpu_and_cuda_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    _cuda(monkeypatch, 0)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    for value in ("cuda", "cuda:1"):
+        with pytest.raises(ConfigError, match=rf"^device: '{value}' asked for, but this machine has no CUDA device"):
+            resolve_device(value)
+
+
+def test_with_two_gpus_the_index_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    _cuda(monkeypatch, 2)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ConfigError, match=r"^device: 'cuda:2' out of range; this machine has cuda:0..cuda:1$"):
+        resolve_device("cuda:2")
+
+
+def test_a_run_asking_for_missing_cuda_stops_before_writing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _cuda(monkeypatch, 0)
+    config = RunConfig(device="cuda", topology="ring", results_dir=str(tmp_path / "results"), num_rounds=2)
+    with pytest.raises(ConfigError, match="^device: 'cuda' asked for"):
+        run_vectorized(config, 4)
+    assert not (tmp_path / "results").exists()
+    set_up_run(config, 4, device="cpu")  # a ServerApp checks the rest on the CPU; its nodes check the device
+
+
+def test_the_learner_computes_on_the_device_and_models_leave_as_numpy() -> None:
+    learner = MetaLearner.from_config(RunConfig(device="cpu"), 3)
+    assert learner.device == torch.device("cpu") and learner.layout.device == torch.device("cpu")
+    params = learner.initial_parameters()
+    assert all(p.device == learner.device for p in params.values())
+    assert learner.train_batch(1, 5).x_support.device == learner.device
+    vector = learner.initial_vector()
+    assert isinstance(vector, np.ndarray) and vector.dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_vectors_round_trip_in_the_models_dtype(dtype: torch.dtype) -> None:
+    params = {"w": torch.randn(3, 4, dtype=dtype), "b": torch.randn(4, dtype=dtype)}
+    layout = ParamLayout.of(params)
+    vector = layout.vector(params)
+    assert vector.dtype == np.dtype(str(dtype).removeprefix("torch.")) and vector.shape == (16,)
+    back = layout.params(vector)
+    for name in params:
+        assert back[name].dtype == dtype
+        torch.testing.assert_close(back[name], params[name], rtol=0, atol=0)
+    stacked = layout.params(np.stack([vector, 2 * vector]))  # leading (agent) dimensions kept
+    torch.testing.assert_close(stacked["w"][1], 2 * params["w"], rtol=0, atol=0)
+
+
+def test_initial_model_depends_on_the_seed_only() -> None:
+    """Drawn with a forked CPU generator: neither the global state nor (on a GPU) the CUDA
+    generator matters, so every device starts from one model; the global state is kept."""
+    learner = MetaLearner.from_config(RunConfig(), 2)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = learner.initial_vector()
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(7)
+    np.testing.assert_array_equal(first, MetaLearner.from_config(RunConfig(), 2).initial_vector())
+    assert not np.array_equal(first, MetaLearner.from_config(RunConfig(seed=1), 2).initial_vector())
+
+
+CUDA_CONFIGS = {
+    "sinusoid-float64": dict(num_rounds=20, eval_every=10, eval_tasks=5, tasks_per_agent=4, shots=5, queries=5),
+    "digits-float32": dict(
+        task="digits", heterogeneity="classes", n_way=3, shots=1, queries=2, tasks_per_agent=2, filters=8,
+        inner_lr=0.4, eval_inner_steps=3, num_rounds=3, eval_every=3, eval_tasks=3, meta_lr=0.1,
+    ),
+}
+CUDA_TOLERANCE = {"sinusoid-float64": 1e-9, "digits-float32": 5e-3}  # relative, final metrics
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", sorted(CUDA_CONFIGS))
+def test_cuda_and_cpu_runs_of_one_config_agree(tmp_path: Path, name: str) -> None:
+    summaries = {
+        device: run_vectorized(
+            RunConfig(device=device, results_dir=str(tmp_path), run_name=device, **CUDA_CONFIGS[name]), 4,
+            progress=lambda line: None,
+        )
+        for device in ("cpu", "cuda")
+    }
+    cpu, cuda = summaries["cpu"]["final"], summaries["cuda"]["final"]
+    assert cpu.keys() == cuda.keys()
+    for key in cpu:
+        assert cuda[key] == pytest.approx(cpu[key], rel=CUDA_TOLERANCE[name], abs=1e-6), key
