@@ -24,6 +24,8 @@ from .experiment import run_experiment, set_up_run
 from .rounds import CombineReplies, TrainReplies
 
 EVAL_TASKS_PER_CHUNK = 2000  # evaluation tasks in one vmap call (bounds memory at N = 1000)
+# agents per vmap call of the meta-step (N = 1000, float32, 2 cores: 533 ms a step vs 721 ms in one call)
+TRAIN_AGENTS_PER_CHUNK = 256
 
 
 def stack_batches(batches: Sequence[TaskBatch]) -> TaskBatch:
@@ -39,7 +41,7 @@ class VectorizedAgents:
         self.initial_state = learner.optimizer.init(learner.initial_parameters())
         self.states = {k: self.initial_state for k in range(learner.num_agents)}
         self.running_losses = {k: initial_running_losses(learner.num_agents) for k in range(learner.num_agents)}
-        self.step = vmap(learner.meta_step)
+        self.step = vmap(learner.meta_step, chunk_size=TRAIN_AGENTS_PER_CHUNK)
         self._eval_batches: dict[str, TaskBatch] | None = None
 
     def train(self, round_: int, plan: dict[int, np.ndarray]) -> TrainReplies:
