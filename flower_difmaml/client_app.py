@@ -20,7 +20,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from .config import ConfigError, RunConfig
-from .flower.records import NEIGHBOURS, PROBLEM, OPTIMIZER_STATE, RUNNING_LOSSES, model_record, model_vector, models_of
+from .flower.records import (
+    NEIGHBOURS, OPTIMIZER_STATE, PROBLEM, RUNNING_LOSSES, model_record, model_vector, models_of,
+)
 from .learner import MetaLearner
 from .network.faults import InjectedFailure, agent_fails
 from .network.resilient import initial_running_losses

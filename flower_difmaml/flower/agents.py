@@ -19,7 +19,9 @@ from flwr.serverapp import Grid
 from ..errors import ConfigError
 from ..runner.rounds import CombineReplies, TrainReplies
 from ..strategies.base import CombineRequest
-from .records import COMBINE, NEIGHBOURS, OPTIMIZER_STATE, PROBLEM, RUNNING_LOSSES, model_record, model_vector, models_record
+from .records import (
+    COMBINE, NEIGHBOURS, OPTIMIZER_STATE, PROBLEM, RUNNING_LOSSES, model_record, model_vector, models_record,
+)
 
 DISCOVERY_TIMEOUT = 120.0  # seconds to wait for every agent's node to connect
 

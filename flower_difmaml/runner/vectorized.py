@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch.func import vmap
 
 from ..config import RunConfig
@@ -111,5 +112,12 @@ class VectorizedAgents:
 
 
 def run_vectorized(config: RunConfig, num_agents: int, *, progress: Callable[[str], None] = print) -> dict:
-    """Run ``config`` on ``num_agents`` agents in this process; returns the summary."""
-    return run_experiment(set_up_run(config, num_agents), VectorizedAgents, progress=progress, extra={"engine": "vectorized"})
+    """Run ``config`` on ``num_agents`` agents in this process; returns the summary.
+
+    numpy's BLAS (the strategies' combination) runs on one thread here: its idle threads
+    spin after each product and take the cores from torch's meta-step that follows (on 2
+    cores, N = 100: a 118 ms step instead of 65 ms).
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        setup = set_up_run(config, num_agents)
+        return run_experiment(setup, VectorizedAgents, progress=progress, extra={"engine": "vectorized"})
