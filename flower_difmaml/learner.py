@@ -27,6 +27,7 @@ from .network.attacks import attacked_model, byzantine_agents
 from .network.resilient import resilient_combine
 from .streams import Stream, keyed_generator
 from .tasks import TaskFamily, family_class
+from .tasks.base import numpy_dtype
 
 EVAL_ROUND = 0  # evaluation tasks are the same at every evaluation
 SOURCES = ("full", "own")  # evaluation tasks from the full distribution, and from the agent's own
@@ -53,7 +54,7 @@ class ParamLayout:
     @property
     def numpy_dtype(self) -> np.dtype:
         """The dtype of the flat vectors (messages, checkpoints): the model's."""
-        return torch.empty((), dtype=self.dtype).numpy().dtype
+        return numpy_dtype(self.dtype)
 
     @property
     def size(self) -> int:

@@ -18,6 +18,7 @@ e.g. ``full-mse-1`` or ``full-acc-10``. ``HETEROGENEITY`` lists the values of ke
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -34,6 +35,12 @@ def parse_dtype(value: str, default: torch.dtype) -> torch.dtype:
     """The torch dtype of run-config key ``dtype``: "float32", "float64" or "auto" (``default``)."""
     check_choice("dtype", value, ("auto", *DTYPES))
     return default if value == "auto" else DTYPES[value]
+
+
+@functools.cache
+def numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    """The numpy dtype of a torch dtype (float32 -> float32)."""
+    return torch.empty((), dtype=dtype).numpy().dtype
 
 
 REQUIRED = ("HETEROGENEITY", "DEFAULT_DTYPE", "metric_names", "from_config", "make_model", "loss_fn", "metrics",
