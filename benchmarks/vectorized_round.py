@@ -6,7 +6,8 @@ process, the two methods one after the other for each N:
 
 - engine: ``run_vectorized`` (``dtype='float32'``, key ``device``), evaluation only at the
   start and the end; its median training round from metrics.jsonl (wall-seconds between
-  consecutive training rounds, the first and the last left out);
+  consecutive training rounds, the first and the last left out); and the same with key
+  ``compile`` (torch.compile'd meta-step; the compile itself is in the first round);
 - bare: one Dif-MAML iteration of all agents written with tensor ops only: a functional MLP,
   ``torch.func.vmap`` over agents (chunks of 256) and tasks, every agent's tasks drawn at
   once with torch's generator, SGD, the combination as one product A^T W; median of rounds.
@@ -48,16 +49,16 @@ CHUNK = 256  # agents per vmap call in the bare iteration
 TASKS, SHOTS, QUERIES, INNER_LR, META_LR = 10, 10, 10, 0.01, 0.03
 
 
-def config(results: str, num_rounds: int, device: str) -> RunConfig:
+def config(results: str, num_rounds: int, device: str, compile: bool = False) -> RunConfig:
     return RunConfig(
         dtype="float32", device=device, num_rounds=num_rounds, eval_every=10**6, eval_tasks=1,
-        checkpoint_every=0, results_dir=results,
+        checkpoint_every=0, results_dir=results, compile=compile,
     )
 
 
-def engine_round_s(num_agents: int, device: str) -> float:
+def engine_round_s(num_agents: int, device: str, compile: bool = False) -> float:
     with tempfile.TemporaryDirectory() as results:
-        c = config(results, ROUNDS.get(num_agents, 8), device)
+        c = config(results, ROUNDS.get(num_agents, 8), device, compile)
         run_vectorized(c, num_agents, progress=lambda line: None)
         (run_dir,) = Path(results).iterdir()
         stamps = [line["wall-seconds"] for line in read_metrics(run_dir)[1:]]  # rounds 1..R
@@ -152,8 +153,10 @@ def main() -> None:
     rows = []
     for n in (int(a) for a in args.agents.split(",")):
         bare, engine, draws = bare_round_s(n, args.device), engine_round_s(n, args.device), draw_s(n, args.device)
+        compiled = engine_round_s(n, args.device, compile=True)
         rows.append({
             "agents": n, "bare_round_ms": 1e3 * bare, "engine_round_ms": 1e3 * engine, "engine_over_bare": engine / bare,
+            "engine_compiled_round_ms": 1e3 * compiled, "engine_compiled_over_bare": compiled / bare,
             "engine_task_draws_ms": 1e3 * draws, "goal_engine_over_bare": 1.5,
         })
         print(json.dumps(rows[-1]), flush=True)
