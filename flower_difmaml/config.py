@@ -72,7 +72,7 @@ class RunConfig:
     first_order: bool = False
     dtype: str = field(default="auto", **_choice(*DTYPES))
     device: str = "cpu"  # checked by devices.check_device (spelling); resolved where the agents compute
-    compile: bool = False  # vectorised engine: torch.compile the agents' meta-step
+    compile: bool = False  # vectorised engine only: torch.compile the agents' meta-step
     filters: int = field(default=64, **_range(1))
     rotations: bool = True
     data_dir: str = "~/flower-difmaml-data"

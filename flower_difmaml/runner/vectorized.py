@@ -3,9 +3,10 @@
 Same config keys, same learner code, same seeded tasks and the same results files as a
 Flower run, without messages: for sweeps. A Flower run and a vectorised run of one config
 give the same numbers (to float64 round-off). Computes on key ``device``. With key
-``compile`` the meta-step of all agents is compiled by ``torch.compile`` once (about 30 s,
-again for each new number of agents in a round): the same numbers to float round-off,
-rounds 2-5x faster on the CPU (benchmarks/results/vectorized_round.json).
+``compile`` the meta-step of all agents is compiled by ``torch.compile`` (about 30 s; once
+more, for any number of agents, when that number first changes between rounds): the same
+numbers to float round-off, training rounds 1.6-3.3x faster on 2 CPU cores at N = 1000-10
+(benchmarks/results/vectorized_round.json).
 """
 
 from __future__ import annotations
