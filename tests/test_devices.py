@@ -105,9 +105,11 @@ def test_initial_model_depends_on_the_seed_only() -> None:
 
 
 CUDA_CONFIGS = {
-    "sinusoid-float64": dict(num_rounds=20, eval_every=10, eval_tasks=5, tasks_per_agent=4, shots=5, queries=5),
+    "sinusoid-float64": dict(
+        topology="ring", num_rounds=20, eval_every=10, eval_tasks=5, tasks_per_agent=4, shots=5, queries=5,
+    ),
     "digits-float32": dict(
-        task="digits", heterogeneity="classes", n_way=3, shots=1, queries=2, tasks_per_agent=2, filters=8,
+        task="digits", heterogeneity="classes", topology="ring", n_way=3, shots=1, queries=2, tasks_per_agent=2, filters=8,
         inner_lr=0.4, eval_inner_steps=3, num_rounds=3, eval_every=3, eval_tasks=3, meta_lr=0.1,
     ),
 }
