@@ -136,13 +136,13 @@ def bare_round_s(num_agents: int, device: str) -> float:
 def peak_memory_gb(num_agents: int, device: str) -> float:
     """VmHWM of a fresh process that runs the engine on ``num_agents`` agents."""
     code = (
-        "import sys; sys.argv = ['x']; from benchmarks.vectorized_round import engine_round_s; "
-        f"engine_round_s({num_agents}, {device!r}); "
-        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1])"
+        "from benchmarks.image_round import high_water_rss_gb; from benchmarks.vectorized_round import engine_round_s; "
+        f"engine_round_s({num_agents}, {device!r}); print(high_water_rss_gb())"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    root = str(Path(__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    return int(done.stdout.split()[-1]) / 1e6  # kB -> GB
+    return float(done.stdout.split()[-1])
 
 
 def main() -> None:
