@@ -35,7 +35,6 @@ from torch.func import vmap
 from flower_difmaml.config import RunConfig
 from flower_difmaml.learner import MetaLearner
 from flower_difmaml.meta import meta_gradient_loop
-from flower_difmaml.runner.vectorized import stack_batches
 
 RESULTS = Path(__file__).parent / "results"
 NUM_AGENTS = 6
@@ -52,7 +51,7 @@ def round_inputs(learner: MetaLearner, round_: int) -> tuple[dict, dict, object]
     state = learner.optimizer.init(params)
     stacked = {n: p.expand(NUM_AGENTS, *p.shape).clone() for n, p in params.items()}
     states = {n: v.expand(NUM_AGENTS, *v.shape).clone() for n, v in state.items()}
-    batch = stack_batches([learner.train_batch(k, round_) for k in range(NUM_AGENTS)])
+    batch = learner.train_batches(range(NUM_AGENTS), round_)
     return stacked, states, batch
 
 

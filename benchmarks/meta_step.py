@@ -20,9 +20,8 @@ import torch
 
 from flower_difmaml.meta import meta_gradient, meta_gradient_loop
 from flower_difmaml.models import initial_parameters
-from flower_difmaml.streams import keyed_generator
 from flower_difmaml.tasks.sinusoid import SinusoidTasks
-from flower_difmaml.streams import Stream
+from flower_difmaml.streams import DrawKey, Stream
 
 RESULTS = Path(__file__).parent / "results" / "meta_step.json"
 
@@ -41,7 +40,7 @@ def main() -> None:
     candidates = {"vmap": meta_gradient, "loop": meta_gradient_loop}
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for i in range(args.repeats + 10):
-        batch = family.sample(keyed_generator(0, 0, i, Stream.TRAIN), 10, 0)
+        batch = family.sample(DrawKey(0, i, Stream.TRAIN), 10, [0]).agent(0)
         for name, step in candidates.items():
             start = time.perf_counter()
             step(model, params, batch, **kwargs)

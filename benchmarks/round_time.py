@@ -38,7 +38,7 @@ from flower_difmaml.client_app import app as difmaml_client_app
 from flower_difmaml.flower.simulation import run_flower_simulation
 from flower_difmaml.server_app import app as difmaml_server_app
 from flower_difmaml.runner.results import read_metrics
-from flower_difmaml.runner.vectorized import VectorizedAgents, run_vectorized, stack_batches
+from flower_difmaml.runner.vectorized import VectorizedAgents, run_vectorized
 
 RESULTS = Path(__file__).parent / "results" / "round_time.json"
 ENGINE_TICK = 0.1  # s: flwr's simulation engine picks up queued messages every 0.1 s
@@ -158,7 +158,7 @@ def bare_vmap_step(num_agents: int, repeats: int = 10) -> float:
     state = {n: torch.stack([engine.states[k][n] for k in range(num_agents)]) for n in engine.initial_state}
     times = []
     for r in range(repeats + 2):
-        batch = stack_batches([learner.train_batch(k, r) for k in range(num_agents)])
+        batch = learner.train_batches(range(num_agents), r)
         start = time.perf_counter()
         engine.step(params, state, batch)
         times.append(time.perf_counter() - start)

@@ -12,8 +12,8 @@ process, the two methods one after the other for each N:
   ``torch.func.vmap`` over agents (chunks of 256) and tasks, every agent's tasks drawn at
   once with torch's generator, SGD, the combination as one product A^T W; median of rounds.
 
-Also the time the engine spends drawing its tasks (one keyed numpy generator per agent and
-round, as every engine draws them: ``learner.train_batch``), and the peak resident memory
+Also the time the engine spends drawing its tasks (all agents' at once from the keyed
+Philox generator, as every engine draws them: ``learner.train_batches``), and the peak resident memory
 (VmHWM) of a fresh process running the engine at the largest N. Results go to
 benchmarks/results/vectorized_round[-<device>].json.
 
@@ -70,7 +70,9 @@ def draw_s(num_agents: int, device: str, repeats: int = 5) -> float:
     times = []
     for round_ in range(repeats):
         start = time.perf_counter()
-        [learner.train_batch(k, round_) for k in range(num_agents)]
+        learner.train_batches(range(num_agents), round_)
+        if learner.device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -1,8 +1,8 @@
 """What one agent computes, for any engine: a meta-step on its own tasks, and evaluation.
 
 No Flower import: the ClientApp calls this with what a message brings, and an in-process
-engine can call (or ``vmap``) the same functions. Every draw comes from
-``keyed_generator(seed, agent, round, stream)``, so engines agree to the last bit.
+engine can call (or ``vmap``) the same functions. Every draw comes from the key
+(seed, agent, round, stream) (``streams``), so engines agree to the last bit.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .meta.optimizers import OptimizerState
 from .models import initial_parameters
 from .network.attacks import attacked_model, byzantine_agents
 from .network.resilient import resilient_combine
-from .streams import Stream, keyed_generator
+from .streams import DrawKey, Stream
 from .tasks import TaskFamily, family_class
 from .tasks.base import numpy_dtype
 
@@ -114,8 +114,8 @@ class MetaLearner:
 
     def check_metrics(self) -> None:
         """The family's ``metrics`` give the names its ``metric_names`` declare (one task, dry run)."""
-        batch = self.family.sample_evaluation(keyed_generator(self.config.seed, 0, EVAL_ROUND, Stream.EVAL_FULL), 1, None)
-        batch = batch.to(self.device)
+        batch = self.family.sample_evaluation(self.draw_key(EVAL_ROUND, Stream.EVAL_FULL), 1, [0], own=False)
+        batch = batch.to(self.device).agent(0)
         got = list(self.evaluate_batch(self.initial_parameters(), batch, (0,)))
         if sorted(got) != sorted(self.family.metric_names):
             raise ConfigError(
@@ -149,10 +149,18 @@ class MetaLearner:
         """What an evaluation returns per agent: ``<full|own>-<metric>``, e.g. ``full-mse``."""
         return tuple(f"{source}-{name}" for source in SOURCES for name in self.family.metric_names)
 
+    def draw_key(self, round_: int, stream: Stream) -> DrawKey:
+        return DrawKey(self.config.seed, round_, stream, self.device)
+
+    def train_batches(self, agents: Sequence[int], round_: int, stream: Stream = Stream.TRAIN) -> TaskBatch:
+        """The tasks of round ``round_`` of each of ``agents``, from its own distribution:
+        one batch, leading dims (agents, tasks-per-agent)."""
+        batch = self.family.sample(self.draw_key(round_, stream), self.config.tasks_per_agent, agents)
+        return batch.to(self.device)
+
     def train_batch(self, agent: int, round_: int, stream: Stream = Stream.TRAIN) -> TaskBatch:
-        """Agent ``agent``'s tasks of round ``round_`` from its own distribution."""
-        c = self.config
-        return self.family.sample(keyed_generator(c.seed, agent, round_, stream), c.tasks_per_agent, agent).to(self.device)
+        """Agent ``agent``'s tasks of round ``round_`` (the same as its part of :meth:`train_batches`)."""
+        return self.train_batches([agent], round_, stream).agent(0)
 
     def meta_step(self, params: Params, state: OptimizerState, batch: TaskBatch) -> tuple[Params, OptimizerState, Tensor]:
         """Adapt: phi_k = w_k - mu * step(grad J_k(w_k)) on ``batch``; returns (phi_k, new state, J_k(w_k)).
@@ -216,15 +224,14 @@ class MetaLearner:
             models, dict(zip(candidates, losses.tolist())), running_losses, agent, self.config.resilient_gamma
         )
 
-    def evaluation_batches(self, agent: int) -> dict[str, TaskBatch]:
-        """Agent ``agent``'s evaluation tasks (the same at every evaluation): from the full
-        distribution and from its own."""
-        c = self.config
+    def evaluation_batches(self, agents: Sequence[int]) -> dict[str, TaskBatch]:
+        """The evaluation tasks of each of ``agents`` (the same at every evaluation), from the
+        full distribution and from its own: stacked batches, leading dims (agents, eval-tasks)."""
+        draws = zip(SOURCES, (Stream.EVAL_FULL, Stream.EVAL_OWN), (False, True))
         return {
-            source: self.family.sample_evaluation(
-                keyed_generator(c.seed, agent, EVAL_ROUND, stream), c.eval_tasks, owner
-            ).to(self.device)
-            for source, stream, owner in zip(SOURCES, (Stream.EVAL_FULL, Stream.EVAL_OWN), (None, agent))
+            source: self.family.sample_evaluation(self.draw_key(EVAL_ROUND, stream), self.config.eval_tasks, agents, own)
+            .to(self.device)
+            for source, stream, own in draws
         }
 
     def evaluate_batch(self, params: Params, batch: TaskBatch, steps: Sequence[int]) -> dict[str, Tensor]:
@@ -239,6 +246,6 @@ class MetaLearner:
         """{``<full|own>-<metric>``: values after ``steps``} for agent ``agent``."""
         return {
             f"{source}-{name}": curve
-            for source, batch in self.evaluation_batches(agent).items()
-            for name, curve in self.evaluate_batch(params, batch, steps).items()
+            for source, batch in self.evaluation_batches([agent]).items()
+            for name, curve in self.evaluate_batch(params, batch.agent(0), steps).items()
         }

@@ -10,6 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+from flower_difmaml.streams import DrawKey, Stream
+
+
+def agent_tasks(draw, num_tasks: int, agent: int | None = None, *, seed: int = 0, round_: int = 0,
+                stream: Stream = Stream.TRAIN):
+    """One agent's tasks from a family's ``sample`` or ``sample_evaluation`` (``draw``), keyed
+    (seed, agent, round, stream); agent None: agent 0's draws from the full distribution."""
+    return draw(DrawKey(seed, round_, stream), num_tasks, [agent or 0], own=agent is not None).agent(0)
+
 
 def run_until_killed(args: list[str], metrics: Path, after_round: int) -> None:
     """Start ``flower-difmaml`` with ``args``; SIGKILL its process group once

@@ -13,9 +13,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from helpers import agent_tasks
+
 from flower_difmaml.errors import ConfigError
 from flower_difmaml.meta.maml import meta_gradient, meta_gradient_loop
 from flower_difmaml.models import initial_parameters
+from flower_difmaml.streams import Stream, keyed_generator
 from flower_difmaml.tasks.digits import META_TEST_DIGITS, DigitsTasks, load_digits_classes
 from flower_difmaml.tasks.base import parse_dtype
 from flower_difmaml.tasks.images import FewShotImages, ImageClasses
@@ -150,8 +153,8 @@ def test_rotations_give_four_classes_per_character_rotated(omniglot_dir: Path) -
     train = np.array(family.data.train)
     np.testing.assert_array_equal(family.classes("train", None), (train[:, None] * 4 + np.arange(4)).ravel())
     # Replay the draws of one task: every image is its character's example rotated by r * 90 degrees.
-    batch = family.sample(np.random.default_rng(3), 1, None)
-    rng = np.random.default_rng(3)
+    batch = agent_tasks(family.sample, 1, None, seed=3)
+    rng = keyed_generator(3, 0, 0, Stream.TRAIN)
     chosen = rng.choice(family.classes("train", None), 5, replace=False)
     images = family.data.images
     for i, c in enumerate(chosen):
@@ -172,7 +175,7 @@ def test_alphabet_heterogeneity_gives_each_agent_its_alphabets(omniglot_dir: Pat
             assert len(family.classes(split, k)) == 4 * len(own)
             # Every drawn image is an example of one of the agent's characters, rotated.
             own_images = family.data.images[own].reshape(-1, 28 * 28)
-            batch = draws[split](np.random.default_rng(k), 4, k)
+            batch = agent_tasks(draws[split], 4, k, seed=k)
             for x in torch.cat([batch.x_support, batch.x_query], dim=1).reshape(-1, 28, 28):
                 assert any((torch.rot90(x, -r, dims=(-2, -1)).reshape(1, -1) == own_images).all(1).any()
                            for r in range(4))
@@ -232,15 +235,15 @@ def test_config_errors_name_the_key(omniglot_dir: Path, overrides: dict, agents:
 def test_same_seed_same_batch_other_seed_other_batch(omniglot_dir: Path) -> None:
     family = omniglot(omniglot_dir, num_agents=2, heterogeneity="classes", rotations=True, n_way=5)
     for draw in (family.sample, family.sample_evaluation):
-        a, b = draw(np.random.default_rng(5), 3, 1), draw(np.random.default_rng(5), 3, 1)
-        c = draw(np.random.default_rng(6), 3, 1)
+        a, b = agent_tasks(draw, 3, 1, seed=5), agent_tasks(draw, 3, 1, seed=5)
+        c = agent_tasks(draw, 3, 1, seed=6)
         assert all(torch.equal(x, y) for x, y in zip(a, b))
         assert not torch.equal(a.x_support, c.x_support)
 
 
 def test_shapes_labels_and_distinct_support_and_query(omniglot_dir: Path) -> None:
     family = omniglot(omniglot_dir, n_way=4, shots=3, queries=5, rotations=True)
-    batches = family.sample(np.random.default_rng(0), 6, None), family.sample_evaluation(np.random.default_rng(0), 6, 0)
+    batches = agent_tasks(family.sample, 6, None, seed=0), agent_tasks(family.sample_evaluation, 6, 0, seed=0)
     for batch in batches:
         assert batch.x_support.shape == (6, 12, 1, 28, 28) and batch.x_query.shape == (6, 20, 1, 28, 28)
         assert batch.y_support.dtype == batch.y_query.dtype == torch.int64
@@ -254,7 +257,7 @@ def test_shapes_labels_and_distinct_support_and_query(omniglot_dir: Path) -> Non
                 assert len(torch.unique(examples, dim=0)) == 8  # 3 + 5 distinct examples
     # Evaluation tasks draw from the meta-test characters only.
     test_images = family.data.images[list(family.data.test)].reshape(-1, 28 * 28)
-    batch = family.sample_evaluation(np.random.default_rng(1), 2, None)
+    batch = agent_tasks(family.sample_evaluation, 2, None, seed=1)
     for x in batch.x_support.reshape(-1, 28, 28):
         assert any((torch.rot90(x, -r, dims=(-2, -1)).reshape(1, -1) == test_images).all(1).any() for r in range(4))
 
@@ -262,7 +265,7 @@ def test_shapes_labels_and_distinct_support_and_query(omniglot_dir: Path) -> Non
 def test_float64_model_batch_and_metrics(omniglot_dir: Path) -> None:
     family = omniglot(omniglot_dir, dtype="float64", n_way=3, shots=2, queries=2)
     assert family.dtype == torch.float64 and parse_dtype("auto", torch.float32) == torch.float32
-    batch = family.sample(np.random.default_rng(0), 2, None)
+    batch = agent_tasks(family.sample, 2, None, seed=0)
     assert batch.x_support.dtype == batch.x_query.dtype == torch.float64
     model = family.make_model()
     assert all(p.dtype == torch.float64 for p in model.parameters())
@@ -287,7 +290,7 @@ def test_digits_classes_and_split() -> None:
     train, test = family.classes("train", None), family.classes("test", None)
     assert len(train) + len(test) == 40 and not set(train) & set(test)
     assert set((test // 4).tolist()) == {7, 8, 9}
-    batch = family.sample_evaluation(np.random.default_rng(0), 2, None)
+    batch = agent_tasks(family.sample_evaluation, 2, None, seed=0)
     assert batch.x_support.shape == (2, 5, 1, 28, 28)
     with pytest.raises(ConfigError, match=r"^heterogeneity: unknown 'alphabet'; allowed: none, classes$"):
         DigitsTasks.from_config(config(heterogeneity="alphabet"), 3)
@@ -299,7 +302,7 @@ def test_second_order_meta_gradient_through_conv4_matches_the_loop() -> None:
     """torch.func's vmap + double backward through Conv-4 (batch-statistics norm, max-pool) and
     cross entropy agrees with plain autograd, and with a central finite difference."""
     family = DigitsTasks.from_config(config(n_way=5, shots=1, queries=2, rotations=True, dtype="float64"), 1)
-    batch = family.sample(np.random.default_rng(0), 2, None)
+    batch = agent_tasks(family.sample, 2, None, seed=0)
     model = family.make_model()
     params = initial_parameters(model, 0)
     kwargs = dict(inner_lr=0.1, inner_steps=2, loss_fn=family.loss_fn)

@@ -4,18 +4,17 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from helpers import agent_tasks
 from flower_difmaml.meta import TaskBatch, adapt, evaluate_after_adaptation, meta_gradient, meta_gradient_loop
 from flower_difmaml.meta.maml import mse_loss
 from flower_difmaml.models import MLP, Conv4, initial_parameters
-from flower_difmaml.streams import keyed_generator
 from flower_difmaml.tasks.sinusoid import SinusoidTasks
-from flower_difmaml.streams import Stream
 
 
 def _tiny_problem(num_tasks: int = 3, seed: int = 0) -> tuple[torch.nn.Module, dict, TaskBatch]:
     model = MLP((1, 4, 1)).double()
     params = initial_parameters(model, seed)
-    batch = SinusoidTasks(shots=5, queries=7).sample(keyed_generator(seed, 0, 0, Stream.TRAIN), num_tasks, None)
+    batch = agent_tasks(SinusoidTasks(shots=5, queries=7).sample, num_tasks, seed=seed)
     return model, params, batch
 
 
@@ -72,7 +71,7 @@ def test_vmap_over_tasks_equals_the_loop(first_order: bool, inner_steps: int) ->
     family = SinusoidTasks()
     model = family.make_model()
     params = initial_parameters(model, 1)
-    batch = family.sample(keyed_generator(1, 0, 5, Stream.TRAIN), 10, None)
+    batch = agent_tasks(family.sample, 10, seed=1, round_=5)
     kwargs = dict(inner_lr=0.01, inner_steps=inner_steps, first_order=first_order)
     grads, loss = meta_gradient(model, params, batch, **kwargs)
     loop_grads, loop_loss = meta_gradient_loop(model, params, batch, **kwargs)

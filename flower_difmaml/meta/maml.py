@@ -31,7 +31,8 @@ MetricsFn = Callable[[Tensor, Tensor], dict[str, Tensor]]  # named query metrics
 
 
 class TaskBatch(NamedTuple):
-    """A batch of T tasks: support (K points) and query (Q points) sets, leading dim T."""
+    """A batch of T tasks: support (K points) and query (Q points) sets, leading dim T
+    (a stacked batch of several agents' tasks leads with (agents, T))."""
 
     x_support: Tensor
     y_support: Tensor
@@ -45,6 +46,15 @@ class TaskBatch(NamedTuple):
     def to(self, device: torch.device) -> TaskBatch:
         """The batch on ``device`` (drawn on the CPU, computed on where the agent computes)."""
         return TaskBatch(*(part.to(device) for part in self))
+
+    @staticmethod
+    def stack(batches: Sequence[TaskBatch]) -> TaskBatch:
+        """Several agents' batches as one, leading dim (agents, T)."""
+        return TaskBatch(*(torch.stack(parts) for parts in zip(*batches)))
+
+    def agent(self, i: int) -> TaskBatch:
+        """The tasks of the ``i``-th agent of a stacked batch."""
+        return TaskBatch(*(part[i] for part in self))
 
 
 def mse_loss(prediction: Tensor, target: Tensor) -> Tensor:

@@ -33,10 +33,6 @@ EVAL_TASKS_PER_CHUNK = 2000  # evaluation tasks in one vmap call (bounds memory 
 TRAIN_AGENTS_PER_CHUNK = 256
 
 
-def stack_batches(batches: Sequence[TaskBatch]) -> TaskBatch:
-    return TaskBatch(*(torch.stack(parts) for parts in zip(*batches)))
-
-
 class VectorizedAgents:
     """All N agents in this process; each agent's meta-optimizer state and running losses
     kept, never shared. Byzantine agents send their attack's models."""
@@ -57,7 +53,7 @@ class VectorizedAgents:
         if not agents:
             return TrainReplies({}, {}, {}, 0.0, failed)
         params = self.learner.layout.params(np.stack([plan[k] for k in agents]))
-        batch = stack_batches([self.learner.train_batch(k, round_) for k in agents])
+        batch = self.learner.train_batches(agents, round_)
         state = {n: torch.stack([self.states[k][n] for k in agents]) for n in self.initial_state}
         start = time.perf_counter()
         new_params, new_state, losses = self.step(params, state, batch)
@@ -97,8 +93,7 @@ class VectorizedAgents:
     def evaluation_batches(self) -> dict[str, TaskBatch]:
         """Every agent's fixed evaluation tasks, stacked (drawn once)."""
         if self._eval_batches is None:
-            per_agent = [self.learner.evaluation_batches(k) for k in range(self.learner.num_agents)]
-            self._eval_batches = {source: stack_batches([b[source] for b in per_agent]) for source in per_agent[0]}
+            self._eval_batches = self.learner.evaluation_batches(range(self.learner.num_agents))
         return self._eval_batches
 
     def evaluate(self, round_: int, models: np.ndarray, steps: Sequence[int]) -> dict[str, np.ndarray]:

@@ -3,12 +3,17 @@
 A family is a class. ``from_config(config, num_agents)`` builds it from the run config
 (a ``RunConfig``: keys as attributes, e.g. ``config.shots``, ``config.heterogeneity``) and
 raises ``ConfigError`` naming the key when the config does not fit its data. Then it
-says its model, its training loss, its metrics, and how it draws tasks for agent k from
-a seeded generator, so that every engine draws identical tasks:
+says its model, its training loss, its metrics, and how it draws the tasks of a set of
+agents from a ``DrawKey`` (seed, round, stream), so that every engine draws identical tasks:
 
-- ``sample(rng, num_tasks, agent)``: training tasks from agent k's own distribution;
-- ``sample_evaluation(rng, num_tasks, agent)``: evaluation tasks, ``agent=None`` from the
-  full distribution (for image families: the meta-test classes), ``agent=k`` from k's own.
+- ``sample(key, num_tasks, agents, own=True)``: training tasks of each agent in ``agents``
+  from its own distribution (``own=False``: from the full one);
+- ``sample_evaluation(key, num_tasks, agents, own)``: evaluation tasks, from the full
+  distribution (for image families: the meta-test classes) or from each agent's own.
+
+Both return one ``TaskBatch`` whose tensors lead with (len(agents), num_tasks). Agent k's
+tasks must depend only on (key, k): draw them from ``key.generator(k)`` (numpy, one agent
+at a time, then ``TaskBatch.stack``) or all at once from ``key.uniform(agents, count)``.
 
 ``metrics(prediction, target)`` returns one scalar per name in ``metric_names`` (the first is
 the headline a progress line and the plots show); the files get ``<full|own>-<name>-<steps>``,
@@ -19,6 +24,7 @@ e.g. ``full-mse-1`` or ``full-acc-10``. ``HETEROGENEITY`` lists the values of ke
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -27,6 +33,7 @@ from torch import Tensor, nn
 
 from ..errors import check_choice
 from ..meta.maml import TaskBatch
+from ..streams import DrawKey
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # key ``dtype`` (and "auto")
 
@@ -70,10 +77,10 @@ class TaskFamily(Protocol):
         """One scalar per name in ``metric_names`` for one task's query predictions."""
         ...
 
-    def sample(self, rng: np.random.Generator, num_tasks: int, agent: int | None) -> TaskBatch:
-        """Training tasks of agent ``agent`` (None: the full distribution)."""
+    def sample(self, key: DrawKey, num_tasks: int, agents: Sequence[int], own: bool = True) -> TaskBatch:
+        """Training tasks of each of ``agents``: its own distribution, or (``own=False``) the full one."""
         ...
 
-    def sample_evaluation(self, rng: np.random.Generator, num_tasks: int, agent: int | None) -> TaskBatch:
-        """Evaluation tasks: None, the full (meta-test) distribution; k, agent k's own."""
+    def sample_evaluation(self, key: DrawKey, num_tasks: int, agents: Sequence[int], own: bool) -> TaskBatch:
+        """Evaluation tasks of each of ``agents``: the full (meta-test) distribution, or its own."""
         ...

@@ -20,6 +20,7 @@ Heterogeneity splits the classes of each split (meta-train, meta-test) across N 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, check_choice
 from ..meta.maml import TaskBatch
 from ..models import Conv4
+from ..streams import DrawKey
 from .base import parse_dtype
 
 ROTATIONS = 4  # classes per base class with rotations: 0, 90, 180 and 270 degrees
@@ -192,14 +194,20 @@ class FewShotImages:
             labels.repeat_interleave(self.queries).expand(num_tasks, -1).clone(),
         )
 
-    def sample(self, rng: np.random.Generator, num_tasks: int, agent: int | None) -> TaskBatch:
-        """``num_tasks`` tasks from ``agent``'s meta-train classes (None: all of them).
+    def _draw_agents(self, key: DrawKey, num_tasks: int, agents: Sequence[int], split: str, own: bool) -> TaskBatch:
+        return TaskBatch.stack(
+            [self._draw(key.generator(k), num_tasks, self.classes(split, k if own else None)) for k in agents]
+        )
 
-        x_support (T, n_way * shots, 1, H, W), y_support (T, n_way * shots) int64 (labels
-        0..n_way-1, each ``shots`` times), x_query / y_query likewise with ``queries``.
+    def sample(self, key: DrawKey, num_tasks: int, agents: Sequence[int], own: bool = True) -> TaskBatch:
+        """``num_tasks`` tasks per agent from its meta-train classes (``own=False``: all of them),
+        agent k's from ``key.generator(k)``.
+
+        x_support (A, T, n_way * shots, 1, H, W), y_support (A, T, n_way * shots) int64
+        (labels 0..n_way-1, each ``shots`` times), x_query / y_query likewise with ``queries``.
         """
-        return self._draw(rng, num_tasks, self.classes("train", agent))
+        return self._draw_agents(key, num_tasks, agents, "train", own)
 
-    def sample_evaluation(self, rng: np.random.Generator, num_tasks: int, agent: int | None) -> TaskBatch:
-        """As ``sample``, from the meta-test classes: None, all of them; k, agent k's own."""
-        return self._draw(rng, num_tasks, self.classes("test", agent))
+    def sample_evaluation(self, key: DrawKey, num_tasks: int, agents: Sequence[int], own: bool) -> TaskBatch:
+        """As ``sample``, from the meta-test classes: all of them, or each agent's own."""
+        return self._draw_agents(key, num_tasks, agents, "test", own)

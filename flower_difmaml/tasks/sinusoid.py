@@ -8,17 +8,18 @@ U[lo + (hi - lo) k / N, lo + (hi - lo) (k + 1) / N] (the Dif-MAML paper's split)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..errors import check_choice
 from ..meta.maml import TaskBatch, mse_loss
 from ..models import MLP
-from .base import numpy_dtype, parse_dtype
+from ..streams import DrawKey
+from .base import parse_dtype
 
 HETEROGENEITY = ("none", "amplitude", "phase")
 EVAL_QUERY_POINTS = 100
@@ -26,8 +27,10 @@ EVAL_QUERY_POINTS = 100
 
 @dataclass(frozen=True)
 class SinusoidTasks:
-    """Sinusoid tasks for ``num_agents`` agents: tensors of shape (T, points, 1), K = ``shots``
-    support and Q = ``queries`` query points; metric ``mse``."""
+    """Sinusoid tasks for ``num_agents`` agents: tensors of shape (agents, T, points, 1),
+    K = ``shots`` support and Q = ``queries`` query points; metric ``mse``. Drawn in float64
+    from ``DrawKey.uniform`` (all agents at once, on the key's device), then rounded to
+    ``dtype``."""
 
     HETEROGENEITY: ClassVar[tuple[str, ...]] = HETEROGENEITY
     DEFAULT_DTYPE: ClassVar[torch.dtype] = torch.float64  # the reference numbers were made in float64
@@ -73,39 +76,43 @@ class SinusoidTasks:
             return _slice(amplitude, agent, self.num_agents), phase
         return amplitude, _slice(phase, agent, self.num_agents)
 
-    def _draw(self, rng: np.random.Generator, num_tasks: int, agent: int | None) -> tuple[np.ndarray, np.ndarray]:
-        (a_lo, a_hi), (p_lo, p_hi) = self.ranges(agent)
-        amplitude = rng.uniform(a_lo, a_hi, size=(num_tasks, 1, 1))
-        phase = rng.uniform(p_lo, p_hi, size=(num_tasks, 1, 1))
+    def _parameters(self, key: DrawKey, agents: Sequence[int], own: bool, uniform: Tensor) -> tuple[Tensor, Tensor]:
+        """Amplitudes and phases (A, T, 1) of each agent's T tasks from its 2T ``uniform`` draws."""
+        ranges = [self.ranges(k if own else None) for k in agents]
+        bounds = torch.tensor([[*a, *p] for a, p in ranges], dtype=torch.float64, device=key.device)
+        a_lo, a_hi, p_lo, p_hi = (bounds[:, i, None, None] for i in range(4))
+        num_tasks = uniform.shape[1] // 2
+        amplitude = a_lo + (a_hi - a_lo) * uniform[:, :num_tasks, None]
+        phase = p_lo + (p_hi - p_lo) * uniform[:, num_tasks:, None]
         return amplitude, phase
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        # numpy rounds to the dtype as torch.as_tensor does, in a third of its time
-        return torch.from_numpy(array.astype(numpy_dtype(self.dtype)))
+    def _x(self, uniform: Tensor, num_tasks: int, points: int) -> Tensor:
+        lo, hi = self.x_range
+        return lo + (hi - lo) * uniform.reshape(-1, num_tasks, points, 1)
 
-    def sample(self, rng: np.random.Generator, num_tasks: int, agent: int | None) -> TaskBatch:
-        amplitude, phase = self._draw(rng, num_tasks, agent)
-        x_support = rng.uniform(*self.x_range, size=(num_tasks, self.shots, 1))
-        x_query = rng.uniform(*self.x_range, size=(num_tasks, self.queries, 1))
-        return TaskBatch(
-            self._tensor(x_support),
-            self._tensor(amplitude * np.sin(x_support - phase)),
-            self._tensor(x_query),
-            self._tensor(amplitude * np.sin(x_query - phase)),
-        )
+    def _batch(self, amplitude: Tensor, phase: Tensor, x_support: Tensor, x_query: Tensor) -> TaskBatch:
+        """y = A sin(x - phase), computed in float64 and then rounded to the family's dtype."""
+        a, p = amplitude[..., None], phase[..., None]
+        parts = (x_support, a * torch.sin(x_support - p), x_query, a * torch.sin(x_query - p))
+        return TaskBatch(*(part.to(self.dtype) for part in parts))
 
-    def sample_evaluation(self, rng: np.random.Generator, num_tasks: int, agent: int | None) -> TaskBatch:
+    def sample(self, key: DrawKey, num_tasks: int, agents: Sequence[int], own: bool = True) -> TaskBatch:
+        """Per agent, 2T + T (K + Q) uniforms from ``key.uniform``: amplitudes, phases,
+        support x, query x. Tensors (A, T, points, 1)."""
+        t, k, q = num_tasks, self.shots, self.queries
+        u = key.uniform(agents, t * (2 + k + q))
+        amplitude, phase = self._parameters(key, agents, own, u[:, : 2 * t])
+        x_support = self._x(u[:, 2 * t : t * (2 + k)], t, k)
+        return self._batch(amplitude, phase, x_support, self._x(u[:, t * (2 + k) :], t, q))
+
+    def sample_evaluation(self, key: DrawKey, num_tasks: int, agents: Sequence[int], own: bool) -> TaskBatch:
         """K random support points; queries: 100 evenly spaced x in [-5, 5] (the paper's test)."""
-        amplitude, phase = self._draw(rng, num_tasks, agent)
-        x_support = rng.uniform(*self.x_range, size=(num_tasks, self.shots, 1))
-        grid = np.linspace(*self.x_range, EVAL_QUERY_POINTS).reshape(1, -1, 1)
-        x_query = np.repeat(grid, num_tasks, axis=0)
-        return TaskBatch(
-            self._tensor(x_support),
-            self._tensor(amplitude * np.sin(x_support - phase)),
-            self._tensor(x_query),
-            self._tensor(amplitude * np.sin(x_query - phase)),
-        )
+        t, k = num_tasks, self.shots
+        u = key.uniform(agents, t * (2 + k))
+        amplitude, phase = self._parameters(key, agents, own, u[:, : 2 * t])
+        grid = torch.linspace(*self.x_range, EVAL_QUERY_POINTS, dtype=torch.float64, device=key.device)
+        x_query = grid.reshape(1, 1, -1, 1).expand(len(amplitude), t, -1, -1).contiguous()
+        return self._batch(amplitude, phase, self._x(u[:, 2 * t :], t, k), x_query)
 
 
 def _slice(bounds: tuple[float, float], k: int, n: int) -> tuple[float, float]:
