@@ -1,14 +1,20 @@
 """Combination matrices for diffusion (adapt-then-combine) learning.
 
-Convention (Sayed, 2014): ``A`` is an ``N x N`` float64 array with
-``A[l, k] = a_lk``, the weight agent ``k`` gives to the model of agent ``l``.
-Agent ``k`` combines its neighbours' intermediate models as
+Convention (Sayed, 2014): ``A`` is an ``N x N`` matrix with ``A[l, k] = a_lk``, the
+weight agent ``k`` gives to the model of agent ``l``. Agent ``k`` combines its
+neighbours' intermediate models as
 
     w_k = sum_{l in N_k} a_lk * phi_l,
 
 so ``A`` is left-stochastic (``A.T @ 1 = 1``: every column sums to 1) and
 ``a_lk > 0`` only if ``l == k`` or ``(l, k)`` is an edge. ``N_k`` is the closed
 neighbourhood of ``k`` (its neighbours and ``k`` itself), ``n_k = |N_k|``.
+
+``A`` is a sparse float64 ``scipy.sparse.csc_array`` (column k: agent k's weights), built
+from the edge list: nothing here makes a dense N x N array, so a ring or a small-world
+graph of 100,000 agents costs O(edges), and the combination W <- A^T Phi is a sparse
+product. Only a matrix file (read dense, at the sizes one writes by hand) and the
+spectral summary of small networks (``combination_report``) are dense.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pathlib import Path
 
 import networkx as nx
 import numpy as np
+import scipy.sparse as sp
 
 from ..errors import ConfigError, one_line
 from .graphs import closed_degrees
@@ -24,46 +31,45 @@ from .graphs import closed_degrees
 COMBINATION_RULES = ("metropolis", "uniform", "max-degree", "identity")
 MATRIX_FILE_SUFFIXES = (".csv", ".npy")
 COLUMN_SUM_ATOL = 1e-8
+SPECTRUM_MAX_AGENTS = 2000  # combination_report's eigen-decomposition is dense: O(N^3)
 
 
-def metropolis_weights(graph: nx.Graph) -> np.ndarray:
+def metropolis_weights(graph: nx.Graph) -> sp.csc_array:
     """Metropolis rule: ``a_lk = 1 / max(n_k, n_l)`` for ``l in N_k \\ {k}``, ``a_kk = 1 - sum_{l != k} a_lk``.
 
     Symmetric and doubly stochastic, so its Perron vector is uniform ``1/N``.
     """
     degrees = closed_degrees(graph)
-    weights = np.zeros((len(degrees), len(degrees)), dtype=np.float64)
-    for l, k in _edges(graph):
-        weights[l, k] = weights[k, l] = 1.0 / max(degrees[k], degrees[l])
-    np.fill_diagonal(weights, 1.0 - weights.sum(axis=0))
-    return weights
+    l, k = _edges(graph)
+    weight = 1.0 / np.maximum(degrees[l], degrees[k])
+    off_diagonal = _symmetric(weight, l, k, len(degrees))
+    return (off_diagonal + sp.diags_array(1.0 - off_diagonal.sum(axis=0))).tocsc()
 
 
-def uniform_weights(graph: nx.Graph) -> np.ndarray:
+def uniform_weights(graph: nx.Graph) -> sp.csc_array:
     """Uniform (averaging) rule: ``a_lk = 1 / n_k`` for ``l in N_k`` (the Dif-MAML authors' code).
 
     Left-stochastic but not doubly stochastic; its Perron vector is ``n_k / sum_l n_l``.
     """
     degrees = closed_degrees(graph)
-    adjacency = _closed_adjacency(graph)
-    return adjacency / degrees[np.newaxis, :]
+    return (closed_adjacency(graph) @ sp.diags_array(1.0 / degrees)).tocsc()
 
 
-def max_degree_weights(graph: nx.Graph) -> np.ndarray:
+def max_degree_weights(graph: nx.Graph) -> sp.csc_array:
     """Maximum-degree rule: ``a_lk = 1 / (d_max + 1)`` for neighbours, ``a_kk = 1 - d_k / (d_max + 1)``.
 
     ``d`` is the open degree (without self). Symmetric and doubly stochastic.
     """
     open_degrees = closed_degrees(graph) - 1
     weight = 1.0 / (open_degrees.max() + 1)
-    weights = (_closed_adjacency(graph) - np.eye(len(open_degrees))) * weight
-    np.fill_diagonal(weights, 1.0 - open_degrees * weight)
-    return weights
+    l, k = _edges(graph)
+    off_diagonal = _symmetric(np.full(len(l), weight), l, k, len(open_degrees))
+    return (off_diagonal + sp.diags_array(1.0 - open_degrees * weight)).tocsc()
 
 
-def identity_weights(graph: nx.Graph) -> np.ndarray:
+def identity_weights(graph: nx.Graph) -> sp.csc_array:
     """Non-cooperative agents: ``A = I`` (each agent keeps its own model)."""
-    return np.eye(len(closed_degrees(graph)), dtype=np.float64)
+    return sp.eye_array(len(closed_degrees(graph)), format="csc")
 
 
 _RULES = {
@@ -84,7 +90,7 @@ def check_combination(rule: str, also: tuple[str, ...] = ()) -> None:
         )
 
 
-def combination_matrix(rule: str, graph: nx.Graph, path: str | None = None) -> np.ndarray:
+def combination_matrix(rule: str, graph: nx.Graph, path: str | None = None) -> sp.csc_array:
     """The combination matrix for ``rule`` on ``graph``.
 
     ``rule`` is one of ``COMBINATION_RULES``; otherwise the matrix is loaded from
@@ -99,28 +105,40 @@ def combination_matrix(rule: str, graph: nx.Graph, path: str | None = None) -> n
     return load_combination_matrix(rule.strip(), graph)
 
 
-def restricted_combination(A: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """The weights renormalised over the usable links (``usable[l, k]``: l's model reaches k):
+def restricted_combination(
+    A: sp.csc_array, senders: np.ndarray | None = None, links: sp.sparray | None = None
+) -> sp.csc_array:
+    """The weights renormalised over the usable links: (l, k) is usable if l sent at all
+    (``senders[l]``, a boolean vector) and the link is up (``links[l, k]`` nonzero, a
+    sparse matrix with the diagonal set), so that every column still sums to 1:
 
-        a'_lk = a_lk / sum_{m usable for k} a_mk     for usable (l, k), else 0,
+        a'_lk = a_lk / sum_{m usable for k} a_mk     for usable (l, k), else 0.
 
-    so every column still sums to 1. ``usable`` broadcasts against ``A``: a column
-    ``senders[:, None]`` says which agents sent at all. A column with no weight left (no
-    neighbour of k, nor k itself, reached k) becomes e_k: agent k keeps its own model.
-    ``A`` itself is returned when every link is usable.
+    A column with no weight left (no neighbour of k, nor k itself, reached k) becomes e_k:
+    agent k keeps its own model. ``A`` itself is returned when every link is usable.
     """
-    usable = np.broadcast_to(np.asarray(usable, dtype=bool), A.shape)
-    if usable.all():
+    weights = A
+    if senders is not None and not np.all(senders):
+        weights = sp.diags_array(np.asarray(senders, dtype=np.float64)) @ weights
+    if links is not None:
+        weights = weights.multiply(links.astype(bool))
+    if weights is A:
         return A
-    weights = A * usable
+    weights = sp.csc_array(weights)
+    weights.eliminate_zeros()
     totals = weights.sum(axis=0)
-    alone = totals <= 0
-    weights[:, ~alone] /= totals[~alone]
-    weights[:, alone] = np.eye(len(A))[:, alone]
-    return weights
+    columns = np.repeat(np.arange(A.shape[1]), np.diff(weights.indptr))
+    weights.data /= totals[columns]
+    return (weights + sp.diags_array((totals <= 0).astype(np.float64))).tocsc()
 
 
-def load_combination_matrix(path: str, graph: nx.Graph) -> np.ndarray:
+def neighbourhood(A: sp.csc_array, k: int) -> np.ndarray:
+    """The agents l with a_lk > 0 (whose models agent k combines), ascending."""
+    rows = A.indices[A.indptr[k] : A.indptr[k + 1]]
+    return np.sort(rows[A.data[A.indptr[k] : A.indptr[k + 1]] > 0])
+
+
+def load_combination_matrix(path: str, graph: nx.Graph) -> sp.csc_array:
     """Read ``A`` from a .csv (comma-separated, '#' comments) or .npy file and validate it against ``graph``."""
     source = f"combination: {path}"
     suffix = Path(path).suffix.lower()
@@ -138,8 +156,8 @@ def load_combination_matrix(path: str, graph: nx.Graph) -> np.ndarray:
     return validate_combination_matrix(matrix, graph, source=source)
 
 
-def validate_combination_matrix(A: np.ndarray, graph: nx.Graph, source: str = "combination") -> np.ndarray:
-    """Check that ``A`` is a left-stochastic matrix supported on ``graph``; return a float64 copy.
+def validate_combination_matrix(A: np.ndarray, graph: nx.Graph, source: str = "combination") -> sp.csc_array:
+    """Check that ``A`` (dense) is a left-stochastic matrix supported on ``graph``; return it, sparse.
 
     Requires shape ``(N, N)``, finite entries, ``a_lk >= 0``, ``a_lk = 0`` unless
     ``l == k`` or ``(l, k)`` is an edge, and ``sum_l a_lk = 1`` for every column ``k``.
@@ -163,7 +181,7 @@ def validate_combination_matrix(A: np.ndarray, graph: nx.Graph, source: str = "c
     if len(bad):
         l, k = bad[0]
         raise ConfigError(f"{source}: entry ({l}, {k}) = {float(matrix[l, k])!r} is negative; weights must be >= 0")
-    bad = np.argwhere((matrix != 0) & (_closed_adjacency(graph) == 0))
+    bad = np.argwhere((matrix != 0) & (closed_adjacency(graph).toarray() == 0))
     if len(bad):
         l, k = bad[0]
         raise ConfigError(
@@ -178,18 +196,18 @@ def validate_combination_matrix(A: np.ndarray, graph: nx.Graph, source: str = "c
             f"{source}: column {k} sums to {float(column_sums[k])!r}; every column must sum to 1 "
             "(A[l, k] is the weight agent k gives agent l)"
         )
-    return matrix
+    return sp.csc_array(matrix)
 
 
-def second_largest_eigenvalue_modulus(A: np.ndarray) -> float:
+def second_largest_eigenvalue_modulus(A: sp.sparray | np.ndarray) -> float:
     """SLEM: the second-largest ``|lambda_i(A)|``; ``< 1`` for a primitive ``A`` on a connected graph."""
-    moduli = np.sort(np.abs(np.linalg.eigvals(np.asarray(A, dtype=np.float64))))[::-1]
+    moduli = np.sort(np.abs(np.linalg.eigvals(_dense(A))))[::-1]
     return float(moduli[1]) if len(moduli) > 1 else 0.0
 
 
-def perron_vector(A: np.ndarray) -> np.ndarray:
+def perron_vector(A: sp.sparray | np.ndarray) -> np.ndarray:
     """The Perron vector ``p``: ``A p = p``, ``p > 0``, ``sum_k p_k = 1`` (right eigenvector for eigenvalue 1)."""
-    eigenvalues, eigenvectors = np.linalg.eig(np.asarray(A, dtype=np.float64))
+    eigenvalues, eigenvectors = np.linalg.eig(_dense(A))
     vector = np.real(eigenvectors[:, np.argmin(np.abs(eigenvalues - 1.0))])
     total = vector.sum()
     if abs(total) < 1e-12:
@@ -197,24 +215,35 @@ def perron_vector(A: np.ndarray) -> np.ndarray:
     return vector / total
 
 
-def combination_report(A: np.ndarray) -> dict[str, float | list[float]]:
-    """Summary for logging: ``{"slem": float, "perron": [p_0, ..., p_{N-1}]}``."""
+def combination_report(A: sp.sparray) -> dict[str, float | list[float] | None]:
+    """Summary for logging: ``{"slem": float, "perron": [p_0, ..., p_{N-1}]}``; both None
+    above ``SPECTRUM_MAX_AGENTS`` agents (a dense eigen-decomposition would dominate the run)."""
+    if A.shape[0] > SPECTRUM_MAX_AGENTS:
+        return {"slem": None, "perron": None}
     return {
         "slem": second_largest_eigenvalue_modulus(A),
         "perron": [float(value) for value in perron_vector(A)],
     }
 
 
-def _edges(graph: nx.Graph) -> list[tuple[int, int]]:
-    """Edges ``(l, k)`` of the graph without self-loops."""
-    return [(int(l), int(k)) for l, k in graph.edges() if l != k]
+def _dense(A: sp.sparray | np.ndarray) -> np.ndarray:
+    return A.toarray() if sp.issparse(A) else np.asarray(A, dtype=np.float64)
 
 
-def _closed_adjacency(graph: nx.Graph) -> np.ndarray:
+def _edges(graph: nx.Graph) -> tuple[np.ndarray, np.ndarray]:
+    """Edges ``(l, k)`` of the graph without self-loops, as two index arrays."""
+    pairs = np.array([(l, k) for l, k in graph.edges() if l != k], dtype=np.int64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _symmetric(weights: np.ndarray, l: np.ndarray, k: np.ndarray, num_agents: int) -> sp.csc_array:
+    """The sparse matrix with ``weights`` at (l, k) and at (k, l)."""
+    entries = (np.concatenate([weights, weights]), (np.concatenate([l, k]), np.concatenate([k, l])))
+    return sp.coo_array(entries, shape=(num_agents, num_agents)).tocsc()
+
+
+def closed_adjacency(graph: nx.Graph) -> sp.csc_array:
     """0/1 matrix with ones on the edges (both directions) and on the diagonal."""
     num_agents = len(closed_degrees(graph))
-    adjacency = np.eye(num_agents, dtype=np.float64)
-    for l, k in _edges(graph):
-        adjacency[l, k] = adjacency[k, l] = 1.0
-    return adjacency
-
+    l, k = _edges(graph)
+    return (_symmetric(np.ones(len(l)), l, k, num_agents) + sp.eye_array(num_agents)).tocsc()

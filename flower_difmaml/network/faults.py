@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
+import scipy.sparse as sp
 
 from ..streams import Stream, keyed_generator
-from .combination import COMBINATION_RULES, combination_matrix, restricted_combination
+from .combination import COMBINATION_RULES, closed_adjacency, combination_matrix, restricted_combination
 
 INJECTED_FAILURE = "injected failure (fail-prob)"
 
@@ -43,13 +44,13 @@ class DroppingLinks:
     weights are renormalised over the edges that are up (``restricted_combination``).
     """
 
-    def __init__(self, graph: nx.Graph, rule: str, combination: np.ndarray, link_drop_prob: float, seed: int) -> None:
+    def __init__(self, graph: nx.Graph, rule: str, combination: sp.csc_array, link_drop_prob: float, seed: int) -> None:
         self.rule = rule
         self.combination = combination
         self.link_drop_prob = link_drop_prob
         self.seed = seed
         self.edges = sorted(tuple(sorted(e)) for e in graph.edges if e[0] != e[1])
-        self._last: tuple[int, np.ndarray] | None = None
+        self._last: tuple[int, sp.csc_array] | None = None
 
     def edges_up(self, round_: int) -> list[tuple[int, int]]:
         up = links_up(len(self.edges), self.seed, round_, self.link_drop_prob)
@@ -58,16 +59,15 @@ class DroppingLinks:
     def links_down(self, round_: int) -> int:
         return len(self.edges) - len(self.edges_up(round_))
 
-    def __call__(self, round_: int) -> np.ndarray:
+    def __call__(self, round_: int) -> sp.csc_array:
         if self._last is None or self._last[0] != round_:
             self._last = (round_, self._round_matrix(round_))
         return self._last[1]
 
-    def _round_matrix(self, round_: int) -> np.ndarray:
+    def _round_matrix(self, round_: int) -> sp.csc_array:
         graph = nx.Graph()
-        graph.add_nodes_from(range(len(self.combination)))
+        graph.add_nodes_from(range(self.combination.shape[0]))
         graph.add_edges_from(self.edges_up(round_))
         if self.rule in COMBINATION_RULES:
             return combination_matrix(self.rule, graph)
-        usable = nx.to_numpy_array(graph, nodelist=range(len(self.combination)), dtype=bool) | np.eye(len(graph), dtype=bool)
-        return restricted_combination(self.combination, usable)
+        return restricted_combination(self.combination, links=closed_adjacency(graph))

@@ -10,6 +10,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+import scipy.sparse as sp
 
 from ..config import ConfigError, RunConfig
 from ..learner import MetaLearner
@@ -33,8 +34,8 @@ class RunSetup:
     num_agents: int
     learner: MetaLearner  # its task family checked against the data (classes per agent, examples per class)
     graph: nx.Graph
-    combination: np.ndarray  # A (identity for non-coop)
-    round_combination: np.ndarray | DroppingLinks
+    combination: sp.csc_array  # A (identity for non-coop), sparse
+    round_combination: sp.csc_array | DroppingLinks
     run_dir: Path
     checkpoint: Checkpoint | None
     byzantine: frozenset[int]
@@ -49,7 +50,7 @@ def matrix_rule(config: RunConfig) -> str:
     return "uniform" if config.combination in NEIGHBOURHOOD_RULES else config.combination
 
 
-def build_network(config: RunConfig, num_agents: int) -> tuple[nx.Graph, np.ndarray]:
+def build_network(config: RunConfig, num_agents: int) -> tuple[nx.Graph, sp.csc_array]:
     """The graph on ``num_agents`` agents and its combination matrix A (see ``matrix_rule``)."""
     graph = make_graph(
         config.topology, num_agents, p=config.topology_p, radius=config.topology_radius,
@@ -58,7 +59,7 @@ def build_network(config: RunConfig, num_agents: int) -> tuple[nx.Graph, np.ndar
     return graph, combination_matrix(matrix_rule(config), graph)
 
 
-def round_combination(config: RunConfig, graph: nx.Graph, combination: np.ndarray) -> np.ndarray | DroppingLinks:
+def round_combination(config: RunConfig, graph: nx.Graph, combination: sp.csc_array) -> sp.csc_array | DroppingLinks:
     """A, or A_i by round when Dif-MAML's links drop (``link-drop-prob`` > 0)."""
     if config.strategy != "dif-maml" or config.link_drop_prob <= 0.0:
         return combination
@@ -126,7 +127,7 @@ def run_experiment(
         },
         resume_round=checkpoint.round if checkpoint else 0,
     )
-    np.save(run_dir / "combination.npy", setup.combination)
+    sp.save_npz(run_dir / "combination.npz", setup.combination)
     if checkpoint:
         strategy.load_state(checkpoint.strategy)
         agents.load_optimizer_states(checkpoint.optimizer)

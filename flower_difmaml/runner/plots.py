@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib
 import networkx as nx
 import numpy as np
+import scipy.sparse as sp
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -138,13 +139,13 @@ def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[
 def plot_graph(run_dir: Path, path: Path) -> Path:
     """The run's graph, edges labelled with their combination weights a_lk / a_kl."""
     config = json.loads((run_dir / "config.json").read_text())
-    weights = np.load(run_dir / "combination.npy")
+    weights = sp.load_npz(run_dir / "combination.npz")
     graph = nx.Graph()
     graph.add_nodes_from(range(config["num-agents"]))
     graph.add_edges_from(tuple(e) for e in config["edges"])
     pos = nx.spring_layout(graph, seed=0)
     fig, ax = plt.subplots(figsize=(6, 6))
-    nx.draw_networkx(graph, pos, ax=ax, node_color=[weights[k, k] for k in graph.nodes], cmap="viridis")
+    nx.draw_networkx(graph, pos, ax=ax, node_color=weights.diagonal()[list(graph.nodes)], cmap="viridis")
     if graph.number_of_nodes() <= 30:
         labels = {(l, k): f"{weights[l, k]:.2f}/{weights[k, l]:.2f}" for l, k in graph.edges}
         nx.draw_networkx_edge_labels(graph, pos, edge_labels=labels, font_size=7, ax=ax)

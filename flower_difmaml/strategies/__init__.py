@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..network.robust import ROBUST_RULES, robust_rule
 from ..config import RunConfig
@@ -19,14 +20,14 @@ __all__ = ["DifMAML", "FedAvgMAML", "MetaStrategy", "NonCooperative", "Resilient
 
 
 def make_strategy(
-    config: RunConfig, initial: np.ndarray, combination: np.ndarray | Callable[[int], np.ndarray]
+    config: RunConfig, initial: np.ndarray, combination: sp.sparray | Callable[[int], sp.sparray]
 ) -> MetaStrategy:
     """The strategy named by run-config key ``strategy``.
 
     ``combination`` is A, or A_i as a function of the round (links that drop); N is its size.
     For the neighbourhood rules (median, trimmed-mean, resilient) only A's support is used.
     """
-    num_agents = len(combination(1) if callable(combination) else combination)
+    num_agents = (combination(1) if callable(combination) else combination).shape[0]
     if config.strategy == "dif-maml" and config.combination == RESILIENT:
         return ResilientDifMAML(initial, combination)
     if config.strategy == "dif-maml":

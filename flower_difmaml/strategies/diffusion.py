@@ -24,15 +24,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
-from ..network.combination import restricted_combination
+from ..network.combination import neighbourhood, restricted_combination
 from .base import MetaStrategy
 
 
 class DifMAML(MetaStrategy):
     """Neighbour gossip with a left-stochastic combination matrix A (A[l, k] = a_lk).
 
-    ``combination`` is A, or a function of the round giving A_i; every agent starts from
+    ``combination`` is A (sparse, ``network.combination``), or a function of the round
+    giving A_i; every agent starts from
     ``initial``. ``aggregate`` (models (n, P) -> (P,)) replaces the weighted sum.
     """
 
@@ -41,13 +43,16 @@ class DifMAML(MetaStrategy):
     def __init__(
         self,
         initial: np.ndarray,
-        combination: np.ndarray | Callable[[int], np.ndarray],
+        combination: sp.sparray | np.ndarray | Callable[[int], sp.csc_array],
         combine_then_adapt: bool = False,
         aggregate: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        self.combination_at = combination if callable(combination) else lambda round_: combination
+        if not callable(combination):
+            fixed = sp.csc_array(combination)  # a dense array is taken too
+            combination = lambda round_: fixed  # noqa: E731
+        self.combination_at = combination
         first = self.combination_at(1)
-        super().__init__(len(first))
+        super().__init__(first.shape[0])
         if first.shape != (self.num_agents, self.num_agents):
             raise ValueError(f"combination: shape {first.shape} does not match {self.num_agents} agents")
         self.combine_then_adapt = combine_then_adapt
@@ -60,11 +65,11 @@ class DifMAML(MetaStrategy):
         aggregate of the senders in N_k); models_k if no model reached k."""
         A = self.combination_at(round_)
         if self.aggregate is None:
-            return (restricted_combination(A, senders[:, np.newaxis]).T @ models).astype(models.dtype)
+            return (restricted_combination(A, senders=senders).T @ models).astype(models.dtype)
         combined = models.copy()
         for k in range(self.num_agents):
-            reached = (A[:, k] > 0) & senders
-            if reached.any():
+            reached = [l for l in neighbourhood(A, k) if senders[l]]
+            if reached:
                 combined[k] = self.aggregate(models[reached])
         return combined
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
+from ..network.combination import neighbourhood
 from ..network.resilient import initial_running_losses
 from .base import CombineRequest
 from .diffusion import DifMAML
@@ -27,7 +29,7 @@ from .diffusion import DifMAML
 class ResilientDifMAML(DifMAML):
     """Relay for agent-side resilient combination; ``combination`` (A or A_i) gives N_k."""
 
-    def __init__(self, initial: np.ndarray, combination: np.ndarray | Callable[[int], np.ndarray]) -> None:
+    def __init__(self, initial: np.ndarray, combination: sp.csc_array | Callable[[int], sp.csc_array]) -> None:
         super().__init__(initial, combination)
         self.adapted: dict[int, np.ndarray] = {}  # phi_k of this round, from the agents that trained
         self.running_losses = np.tile(initial_running_losses(self.num_agents), (self.num_agents, 1))  # row k: r_k
@@ -40,7 +42,7 @@ class ResilientDifMAML(DifMAML):
         A = self.combination_at(round_)
         return {
             k: CombineRequest(
-                {l: phi for l, phi in self.adapted.items() if A[l, k] > 0},
+                {int(l): self.adapted[l] for l in neighbourhood(A, k) if l in self.adapted},
                 self.running_losses[k] if self.restore[k] else None,
             )
             for k in self.adapted
