@@ -8,6 +8,7 @@ import scipy.sparse as sp
 import pytest
 
 from flower_difmaml.network.combination import (
+    combine,
     COMBINATION_RULES,
     combination_matrix,
     combination_report,
@@ -296,6 +297,12 @@ def test_sparse_combination_equals_the_dense_product_and_scales() -> None:
         A = combination_matrix(rule, graph)
         assert sp.issparse(A) and A.nnz == 200 + 2 * graph.number_of_edges()
         np.testing.assert_allclose(A.T @ phi, A.toarray().T @ phi, rtol=1e-13, atol=1e-13)
+    dense_graph = make_graph("erdos-renyi", 200, p=0.3, seed=3)
+    for A in (combination_matrix("metropolis", graph), combination_matrix("metropolis", dense_graph)):
+        for dtype in (np.float64, np.float32):
+            combined = combine(A, phi.astype(dtype))
+            assert combined.dtype == dtype
+            np.testing.assert_allclose(combined, A.toarray().T @ phi, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-5)
     ring = metropolis_weights(make_graph("ring", 100_000))
     assert ring.nnz == 300_000 and np.allclose(ring.sum(axis=0), 1.0) and ring[0, 1] == pytest.approx(1 / 3)
     assert combination_report(ring) == {"slem": None, "perron": None}

@@ -12,8 +12,8 @@ neighbourhood of ``k`` (its neighbours and ``k`` itself), ``n_k = |N_k|``.
 
 ``A`` is a sparse float64 ``scipy.sparse.csc_array`` (column k: agent k's weights), built
 from the edge list: nothing here makes a dense N x N array, so a ring or a small-world
-graph of 100,000 agents costs O(edges), and the combination W <- A^T Phi is a sparse
-product. Only a matrix file (read dense, at the sizes one writes by hand) and the
+graph of 100,000 agents costs O(edges), and the combination W <- A^T Phi (``combine``) is a
+sparse product where the graph is sparse. Only a matrix file (read dense, at the sizes one writes by hand) and the
 spectral summary of small networks (``combination_report``) are dense.
 """
 
@@ -31,7 +31,11 @@ from .graphs import closed_degrees
 COMBINATION_RULES = ("metropolis", "uniform", "max-degree", "identity")
 MATRIX_FILE_SUFFIXES = (".csv", ".npy")
 COLUMN_SUM_ATOL = 1e-8
-SPECTRUM_MAX_AGENTS = 2000  # combination_report's eigen-decomposition is dense: O(N^3)
+SPECTRUM_MAX_AGENTS = 1000  # combination_report's eigen-decompositions are dense: O(N^3), ~3 s at N = 1000
+# Above this density W <- A^T Phi is a dense product: BLAS beats scipy's one-threaded sparse
+# kernel there (N = 1000, Erdos-Renyi p = 0.3, 1761 float32 parameters, one thread:
+# 400 ms sparse, 110 ms dense in float64).
+DENSE_PRODUCT_DENSITY = 0.05
 
 
 def metropolis_weights(graph: nx.Graph) -> sp.csc_array:
@@ -130,6 +134,14 @@ def restricted_combination(
     columns = np.repeat(np.arange(A.shape[1]), np.diff(weights.indptr))
     weights.data /= totals[columns]
     return (weights + sp.diags_array((totals <= 0).astype(np.float64))).tocsc()
+
+
+def combine(A: sp.csc_array, models: np.ndarray) -> np.ndarray:
+    """W = A^T Phi: row k is w_k = sum_l a_lk phi_l, for the models phi_l in the rows of
+    ``models`` (N, P), computed in the models' dtype; a sparse product where A is sparse."""
+    density = A.nnz / max(1, A.shape[0] * A.shape[1])
+    weights = (A.toarray() if density > DENSE_PRODUCT_DENSITY else A).astype(models.dtype)
+    return weights.T @ models
 
 
 def neighbourhood(A: sp.csc_array, k: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from ..network.combination import neighbourhood, restricted_combination
+from ..network.combination import combine, neighbourhood, restricted_combination
 from .base import MetaStrategy
 
 
@@ -65,7 +65,7 @@ class DifMAML(MetaStrategy):
         aggregate of the senders in N_k); models_k if no model reached k."""
         A = self.combination_at(round_)
         if self.aggregate is None:
-            return (restricted_combination(A, senders=senders).T @ models).astype(models.dtype)
+            return combine(restricted_combination(A, senders=senders), models)
         combined = models.copy()
         for k in range(self.num_agents):
             reached = [l for l in neighbourhood(A, k) if senders[l]]
