@@ -106,7 +106,7 @@ def bare_round_s(num_agents: int, device: str) -> float:
     where = torch.device("cuda" if device == "cuda" else "cpu")
     learner = MetaLearner.from_config(config("", 1, device), num_agents)
     _, A = build_network(learner.config, num_agents)
-    combine = torch.as_tensor(A.T, dtype=torch.float32, device=where)
+    combine = torch.as_tensor(A.toarray().T, dtype=torch.float32, device=where)  # p = 0.3: dense
     params = {n: v.expand(num_agents, *v.shape).clone() for n, v in learner.initial_parameters().items()}
     shapes = {n: v.shape for n, v in params.items()}
     step = vmap(agent_step, chunk_size=CHUNK)
