@@ -87,6 +87,6 @@ def initial_parameters(model: nn.Module, seed: int) -> Params:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for module in fresh.modules():
-            if hasattr(module, "reset_parameters") and module is not fresh:
+            if hasattr(module, "reset_parameters"):  # the model itself too (a one-layer nn.Linear)
                 module.reset_parameters()
     return {name: p.detach().to(device) for name, p in fresh.named_parameters()}

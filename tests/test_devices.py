@@ -15,6 +15,7 @@ import torch
 
 from flower_difmaml.config import ConfigError, RunConfig
 from flower_difmaml.devices import check_device, resolve_device
+from flower_difmaml.models import initial_parameters
 from flower_difmaml.learner import MetaLearner, ParamLayout
 from flower_difmaml.runner.experiment import set_up_run
 from flower_difmaml.runner.vectorized import run_vectorized
@@ -130,3 +131,10 @@ def test_cuda_and_cpu_runs_of_one_config_agree(tmp_path: Path, name: str) -> Non
     assert cpu.keys() == cuda.keys()
     for key in cpu:
         assert cuda[key] == pytest.approx(cpu[key], rel=CUDA_TOLERANCE[name], abs=1e-6), key
+
+
+def test_a_one_layer_model_starts_from_the_seed_too() -> None:
+    """The model itself is re-initialised when it has reset_parameters (an nn.Linear)."""
+    first = initial_parameters(torch.nn.Linear(5, 1), 3)["weight"]
+    torch.testing.assert_close(initial_parameters(torch.nn.Linear(5, 1), 3)["weight"], first, rtol=0, atol=0)
+    assert not torch.equal(initial_parameters(torch.nn.Linear(5, 1), 4)["weight"], first)
