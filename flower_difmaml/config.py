@@ -20,13 +20,14 @@ from .network import NEIGHBOURHOOD_RULES, RESILIENT
 from .network.attacks import ATTACKS
 from .network.combination import check_combination
 from .network.graphs import check_topology
+from .network.laplacian import GRAPH_FORMS
 from .network.resilient import RESILIENT_SCORES
 from .tasks import check_task
 from .tasks.base import DTYPES as TORCH_DTYPES
 
 __all__ = ["ConfigError", "RunConfig"]
 
-STRATEGIES = ("dif-maml", "fedavg-maml", "non-coop")
+STRATEGIES = ("dif-maml", "fedavg-maml", "non-coop", "learned-graph")
 DIFFUSION_ORDERS = ("atc", "cta")
 DTYPES = ("auto", *TORCH_DTYPES)  # auto: the task family's own (sinusoid float64, images float32)
 
@@ -57,7 +58,7 @@ class RunConfig:
     num_rounds: int = field(default=500, **_range(1))
     eval_every: int = field(default=50, **_range(1))
     eval_tasks: int = field(default=100, **_range(1))
-    seed: int = field(default=0, **_range(0))
+    seed: int = field(default=0, **_range(0, 2**32 - 1))  # a 32-bit word of the keyed draws
     results_dir: str = "~/flower-difmaml-results"
     run_name: str = ""
     task: str = "sinusoid"  # this key and the next: checked by the task family (tasks.check_task)
@@ -94,6 +95,17 @@ class RunConfig:
     byzantine_fraction: float = field(default=0.0, **_range(0.0, 1.0, high_open=True))
     attack: str = field(default="gaussian", **_choice(*ATTACKS))
     attack_scale: float = field(default=1.0, **_range(0.0, None, low_open=True))
+    clusters: int = field(default=2, **_range(1))  # heterogeneity "clusters"; at most num-agents (the family checks)
+    dims: int = field(default=10, **_range(1))  # linear-regression: M
+    regressor_std: float = field(default=1.0, **_range(0.0, None, low_open=True))
+    noise_std: float = field(default=0.1, **_range(0.0))
+    edge_weight_scale: float = field(default=1.0, **_range(0.0, None, low_open=True))
+    graph_v: float = field(default=1.0, **_range(0.0, None, low_open=True))  # V = graph-v I of the GMRF's L
+    graph_warmup: int = field(default=100, **_range(0))  # learned-graph: rounds alone before the estimate
+    graph_eta: float = field(default=0.0, **_range(0.0))  # > 0: the paper's eta; 0: step by graph-step
+    graph_step: float = field(default=0.5, **_range(0.0, 1.0, low_open=True))
+    graph_reestimate_every: int = field(default=0, **_range(0))
+    graph_form: str = field(default="laplacian", **_choice(*GRAPH_FORMS))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -108,6 +120,8 @@ class RunConfig:
         self.byzantine_ids  # noqa: B018 -- raises ConfigError on a malformed list
         if self.byzantine and self.byzantine_fraction > 0:
             raise ConfigError("byzantine: give either byzantine (agent ids) or byzantine-fraction, not both")
+        if self.strategy == "learned-graph" and self.link_drop_prob > 0:
+            raise ConfigError("link-drop-prob: not supported by strategy 'learned-graph'; allowed: 0")
         if self.topology == "file" and not self.topology_file:
             raise ConfigError("topology-file: required when topology = 'file'; got ''")
         if "/" in self.run_name or self.run_name in (".", ".."):

@@ -15,6 +15,7 @@ give the draws of one key:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -35,6 +36,7 @@ class Stream(IntEnum):
     ATTACK = 5  # a Byzantine agent's attack noise
     BYZANTINE = 6  # which agents are Byzantine (byzantine-fraction); agent 0, round 0 only
     SCORE = 7  # tasks the resilient rule scores models on (resilient-score = "fresh")
+    TRUTH = 8  # a synthetic family's true models and task graph; agent 0, round 0 only
 
 
 WORD = 2**32  # seed, agent and round are 32-bit words of Philox's key and counter
@@ -122,3 +124,13 @@ class DrawKey:
 
     def uniform(self, agents: Sequence[int], count: int) -> Tensor:
         return keyed_uniform(self.seed, agents, self.round, self.stream, count, self.device)
+
+    def normal(self, agents: Sequence[int], count: int) -> Tensor:
+        """``count`` standard normal float64 draws per agent (``box_muller`` of 2 ``count`` uniforms)."""
+        return box_muller(self.uniform(agents, 2 * count))
+
+
+def box_muller(uniform: Tensor) -> Tensor:
+    """Standard normals from uniforms in [0, 1) (..., 2n): uniforms 2j and 2j + 1 give
+    sqrt(-2 ln(1 - u_2j)) cos(2 pi u_2j+1) (..., n)."""
+    return torch.sqrt(-2.0 * torch.log1p(-uniform[..., 0::2])) * torch.cos(2.0 * math.pi * uniform[..., 1::2])

@@ -17,10 +17,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "flower_difmaml"
 LAYERS = (
     ("errors", "streams"),
     ("devices",),
+    ("network",),
     ("meta",),
     ("models",),
     ("tasks",),
-    ("network",),
     ("config",),
     ("learner", "strategies"),
     ("runner",),
@@ -30,7 +30,7 @@ LAYERS = (
     ("__main__",),
 )
 LAYER_OF = {part: depth for depth, parts in enumerate(LAYERS) for part in parts}
-MATH = ("errors", "streams", "devices", "meta", "models", "tasks", "network")  # runs where only torch is installed
+MATH = ("errors", "streams", "devices", "network", "meta", "models", "tasks")  # runs where only torch is installed
 
 
 def module_name(path: Path) -> str:

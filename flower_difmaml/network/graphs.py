@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -87,6 +88,15 @@ def make_graph(
             f"{_DISCONNECTED_HINTS.get(name, 'change the topology parameters')}"
         )
     return graph
+
+
+def graph_of(config: Any, num_agents: int) -> nx.Graph:
+    """The run's graph: keys topology, topology-p, topology-radius, topology-k, topology-seed,
+    topology-file of ``config`` (attributes ``topology``, ``topology_p``, ...)."""
+    return make_graph(
+        config.topology, num_agents, p=config.topology_p, radius=config.topology_radius,
+        k=config.topology_k, seed=config.topology_seed, path=config.topology_file or None,
+    )
 
 
 def closed_degrees(graph: nx.Graph) -> np.ndarray:

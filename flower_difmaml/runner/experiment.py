@@ -18,7 +18,7 @@ from ..network import NEIGHBOURHOOD_RULES
 from ..network.attacks import byzantine_agents
 from ..network.combination import combination_matrix, combination_report
 from ..network.faults import DroppingLinks
-from ..network.graphs import make_graph
+from ..network.graphs import graph_of
 from ..strategies import make_strategy
 from .checkpoint import Checkpoint, resume_point, save_checkpoint
 from .plots import plot_run
@@ -43,19 +43,18 @@ class RunSetup:
 
 def matrix_rule(config: RunConfig) -> str:
     """The rule that makes A: identity for non-coop; for the neighbourhood rules (median,
-    trimmed-mean, resilient), which weigh the closed neighbourhood themselves, uniform
-    weights, whose support is that neighbourhood."""
+    trimmed-mean, resilient) and learned-graph, which weigh the closed neighbourhood
+    themselves, uniform weights, whose support is that neighbourhood."""
     if config.strategy == "non-coop":
         return "identity"
-    return "uniform" if config.combination in NEIGHBOURHOOD_RULES else config.combination
+    if config.strategy == "learned-graph" or config.combination in NEIGHBOURHOOD_RULES:
+        return "uniform"
+    return config.combination
 
 
 def build_network(config: RunConfig, num_agents: int) -> tuple[nx.Graph, sp.csc_array]:
     """The graph on ``num_agents`` agents and its combination matrix A (see ``matrix_rule``)."""
-    graph = make_graph(
-        config.topology, num_agents, p=config.topology_p, radius=config.topology_radius,
-        k=config.topology_k, seed=config.topology_seed, path=config.topology_file or None,
-    )
+    graph = graph_of(config, num_agents)
     return graph, combination_matrix(matrix_rule(config), graph)
 
 
@@ -143,13 +142,20 @@ def run_experiment(
     if setup.byzantine:
         progress(f"flower-difmaml: Byzantine agents {sorted(setup.byzantine)} ({config.attack} attack, "
                  f"scale {config.attack_scale}); metrics are over the other agents")
+    family_truth = getattr(learner.family, "truth_metrics", None)
+
+    def truth(models: np.ndarray) -> dict[str, float]:
+        return family_truth(models, strategy.artifacts().get("laplacian")) if family_truth else {}
+
     run_rounds(
-        strategy, agents, recorder, num_rounds=config.num_rounds, eval_every=config.eval_every,
+        strategy, agents, recorder, num_rounds=config.num_rounds, eval_every=config.eval_every, truth=truth,
         start_round=checkpoint.round + 1 if checkpoint else 1, checkpoint=save, byzantine=setup.byzantine,
         reported_steps=learner.reported_steps, curve_steps=learner.curve_steps, headline=learner.family.metric_names[0],
         progress=progress,
     )
     np.save(run_dir / "models.npy", strategy.current_models())
+    for name, array in strategy.artifacts().items():
+        np.save(run_dir / f"{name}.npy", array)
     summary = recorder.finish(config.num_rounds)
     plot_run(run_dir)
     final = ", ".join(f"{k} {v:.4g}" for k, v in summary["final"].items())

@@ -19,8 +19,9 @@ import numpy as np
 from ..errors import ConfigError
 from .files import atomic_write_json, atomic_write_text
 
-# what ``final`` keeps of the last evaluation: "<full|own>-<metric>-<steps>" (also "byzantine-..."), disagreement
-FINAL_KEY = re.compile(r"^(byzantine-)?(full|own)-[a-z]+-\d+$|^disagreement$")
+# what ``final`` keeps of the last evaluation: "<full|own>-<metric>-<steps>" (also "byzantine-..."),
+# disagreement, and the truth metrics of a family that knows the true models (linear-regression)
+FINAL_KEY = re.compile(r"^(byzantine-)?(full|own)-[a-z]+-\d+$|^disagreement$|^msd(-db)?$|^laplacian-error$")
 
 
 def final_metrics(line: dict[str, Any]) -> dict[str, float]:

@@ -131,6 +131,7 @@ def run_rounds(
     curve_steps: Sequence[int] = tuple(range(11)),
     headline: str = "mse",
     progress: Callable[[str], None] = print,
+    truth: Callable[[np.ndarray], dict[str, float]] | None = None,
 ) -> None:
     """Round 0 evaluates the initial models; rounds 1..R train, and evaluate every
     ``eval_every`` rounds (after ``reported_steps`` adaptation steps) and at the end (after
@@ -139,7 +140,8 @@ def run_rounds(
     A resumed run starts at ``start_round``; ``checkpoint(round)`` is called after each
     round's line is written. Failed agents are counted per round (``failed``) and logged
     unless the failure was injected (``fail-prob``). ``byzantine`` agents are left out
-    of the means.
+    of the means. ``truth(models)`` adds what a family that knows the true models measures
+    (``msd``, ...) to every evaluation.
     """
     start = time.perf_counter()
     size, dtype = strategy.current_models().shape[1], strategy.current_models().dtype
@@ -148,7 +150,8 @@ def run_rounds(
 
     def evaluate(round_: int, steps: Sequence[int]) -> dict:
         models = strategy.current_models()
-        return evaluation_metrics(agents.evaluate(round_, models, steps), steps, reported_steps, models, byzantine)
+        metrics = evaluation_metrics(agents.evaluate(round_, models, steps), steps, reported_steps, models, byzantine)
+        return {**metrics, **(truth(models) if truth else {})}
 
     def warn(round_: int, failed: dict[int, str]) -> None:
         for agent, reason in sorted(failed.items()):

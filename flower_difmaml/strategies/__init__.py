@@ -13,6 +13,7 @@ from ..network import RESILIENT
 from .base import MetaStrategy
 from .diffusion import DifMAML
 from .fedavg_maml import FedAvgMAML
+from .learned_graph import LearnedGraph
 from .non_cooperative import NonCooperative
 from .resilient import ResilientDifMAML
 
@@ -25,9 +26,15 @@ def make_strategy(
     """The strategy named by run-config key ``strategy``.
 
     ``combination`` is A, or A_i as a function of the round (links that drop); N is its size.
-    For the neighbourhood rules (median, trimmed-mean, resilient) only A's support is used.
+    For the neighbourhood rules (median, trimmed-mean, resilient) and learned-graph only A's
+    support is used.
     """
     num_agents = (combination(1) if callable(combination) else combination).shape[0]
+    if config.strategy == "learned-graph":
+        return LearnedGraph(
+            initial, combination, warmup=config.graph_warmup, reestimate_every=config.graph_reestimate_every,
+            form=config.graph_form, eta=config.graph_eta, step=config.graph_step, meta_lr=config.meta_lr,
+        )
     if config.strategy == "dif-maml" and config.combination == RESILIENT:
         return ResilientDifMAML(initial, combination)
     if config.strategy == "dif-maml":

@@ -7,8 +7,8 @@ which agents adapt this round and from which model, ``aggregate_train`` takes th
 adapted models, ``combine_plan``/``aggregate_combine`` are a second exchange for rules
 that combine on the agents (resilient: it needs the agent's own data), ``current_models``
 says what each agent's model is now (what evaluation and the disagreement metric use),
-``round_metrics`` adds what the rule did this round to metrics.jsonl, ``state``/``load_state``
-are what a checkpoint keeps. An engine (Flower messages, or the in-process vectorised one)
+``round_metrics`` adds what the rule did this round to metrics.jsonl, ``artifacts`` are arrays
+it learned (the run folder gets them), ``state``/``load_state`` are what a checkpoint keeps. An engine (Flower messages, or the in-process vectorised one)
 carries the plan to the agents. Models are flat vectors in the run's dtype.
 """
 
@@ -60,6 +60,10 @@ class MetaStrategy(ABC):
 
     def round_metrics(self, round_: int) -> dict[str, float]:
         """Extra numbers for round ``round_``'s line in metrics.jsonl (none by default)."""
+        return {}
+
+    def artifacts(self) -> dict[str, np.ndarray]:
+        """Arrays the rule learned, saved as ``<name>.npy`` in the run folder (none by default)."""
         return {}
 
     @abstractmethod

@@ -15,6 +15,7 @@ BUILT_IN = {  # imported when used: torchvision and scikit-learn only where an i
     "sinusoid": "flower_difmaml.tasks.sinusoid:SinusoidTasks",
     "digits": "flower_difmaml.tasks.digits:DigitsTasks",
     "omniglot": "flower_difmaml.tasks.omniglot:OmniglotTasks",
+    "linear-regression": "flower_difmaml.tasks.linear_regression:LinearRegressionTasks",
 }
 
 __all__ = ["BUILT_IN", "TaskFamily", "check_task", "family_class"]

@@ -19,6 +19,10 @@ at a time, then ``TaskBatch.stack``) or all at once from ``key.uniform(agents, c
 the headline a progress line and the plots show); the files get ``<full|own>-<name>-<steps>``,
 e.g. ``full-mse-1`` or ``full-acc-10``. ``HETEROGENEITY`` lists the values of key
 ``heterogeneity`` the family understands; ``DEFAULT_DTYPE`` is what ``dtype = "auto"`` means.
+
+Optional: ``groups``, each agent's group (heterogeneity ``clusters``: agents of one group share
+a task distribution) or None; ``truth_metrics(models, laplacian)``, for a family that knows
+the agents' true models: numbers for metrics.jsonl and the summary (e.g. ``msd``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import check_choice
+from ..errors import ConfigError, check_choice
 from ..meta.maml import TaskBatch
 from ..streams import DrawKey
 
@@ -42,6 +46,16 @@ def parse_dtype(value: str, default: torch.dtype) -> torch.dtype:
     """The torch dtype of run-config key ``dtype``: "float32", "float64" or "auto" (``default``)."""
     check_choice("dtype", value, ("auto", *DTYPES))
     return default if value == "auto" else DTYPES[value]
+
+
+def cluster_of(agent: int, num_agents: int, clusters: int) -> int:
+    """Heterogeneity ``clusters``: agent k of N is in group floor(k C / N) of C (contiguous blocks)."""
+    return agent * clusters // num_agents
+
+
+def check_clusters(clusters: int, num_agents: int) -> None:
+    if not 1 <= clusters <= num_agents:
+        raise ConfigError(f"clusters: {clusters} out of range; allowed: 1..{num_agents} (the number of agents)")
 
 
 @functools.cache

@@ -45,7 +45,7 @@ def load_digits_classes(image_size: int = 28) -> ImageClasses:
 class DigitsTasks(FewShotImages):
     """N-way K-shot digit classification; heterogeneity ``none`` or ``classes`` (no alphabets)."""
 
-    HETEROGENEITY = ("none", "classes")
+    HETEROGENEITY = ("none", "classes", "clusters")
 
     @classmethod
     def from_config(cls, config: Any, num_agents: int) -> DigitsTasks:

@@ -14,7 +14,9 @@ Heterogeneity splits the classes of each split (meta-train, meta-test) across N 
   of them) that starts at floor(k B / N) and holds max(ceil(n_way / R), ceil(B / N)) of
   them (at most B), wrapping modulo B, with all their rotations;
 - ``alphabet``: with G the sorted distinct groups of the split's base classes, agent k has
-  the groups G[i] with i % N == k and all base classes in them, with all their rotations.
+  the groups G[i] with i % N == k and all base classes in them, with all their rotations;
+- ``clusters`` (key ``clusters`` = C): the agents of group c = floor(k C / N) share the window
+  that ``classes`` gives agent c of C agents.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..errors import ConfigError, check_choice
 from ..meta.maml import TaskBatch
 from ..models import Conv4
 from ..streams import DrawKey
-from .base import parse_dtype
+from .base import check_clusters, cluster_of, parse_dtype
 
 ROTATIONS = 4  # classes per base class with rotations: 0, 90, 180 and 270 degrees
 SPLITS = {"train": "meta-train", "test": "meta-test"}
@@ -60,7 +62,7 @@ class ImageClasses:
 class FewShotImages:
     """N-way K-shot classification over an ImageClasses (base for DigitsTasks, OmniglotTasks)."""
 
-    HETEROGENEITY: tuple[str, ...] = ("none", "classes", "alphabet")
+    HETEROGENEITY: tuple[str, ...] = ("none", "classes", "alphabet", "clusters")
     DEFAULT_DTYPE = torch.float32
     metric_names = ("acc", "loss")
 
@@ -76,8 +78,12 @@ class FewShotImages:
         rotations: bool,
         dtype: torch.dtype = torch.float32,
         filters: int = 64,
+        clusters: int = 2,
     ) -> None:
         check_choice("heterogeneity", heterogeneity, type(self).HETEROGENEITY)
+        if heterogeneity == "clusters":
+            check_clusters(clusters, num_agents)
+        self.clusters = clusters
         for key, value, least in (("num-agents", num_agents, 1), ("n-way", n_way, 2), ("shots", shots, 1),
                                   ("queries", queries, 1), ("filters", filters, 1)):
             if value < least:
@@ -123,7 +129,15 @@ class FewShotImages:
             rotations=config.rotations,
             dtype=parse_dtype(config.dtype, cls.DEFAULT_DTYPE),
             filters=config.filters,
+            clusters=config.clusters,
         )
+
+    @property
+    def groups(self) -> tuple[int, ...] | None:
+        """Each agent's group with heterogeneity ``clusters`` (else None)."""
+        if self.heterogeneity != "clusters":
+            return None
+        return tuple(cluster_of(k, self.num_agents, self.clusters) for k in range(self.num_agents))
 
     # -- the model and its loss ---------------------------------------------------------------
 
@@ -147,7 +161,9 @@ class FewShotImages:
         if agent is None or self.heterogeneity == "none":
             return bases
         n, b = self.num_agents, len(bases)
-        if self.heterogeneity == "classes":
+        if self.heterogeneity == "clusters":  # the window of group c of C, as "classes" gives agent c of C
+            n, agent = self.clusters, cluster_of(agent, self.num_agents, self.clusters)
+        if self.heterogeneity in ("classes", "clusters"):
             size = min(b, max(math.ceil(self.n_way / self.per_base), math.ceil(b / n)))
             start = agent * b // n
             return [bases[(start + j) % b] for j in range(size)]

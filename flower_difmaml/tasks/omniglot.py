@@ -141,7 +141,7 @@ class OmniglotTasks(FewShotImages):
     the characters are not identical to theirs, only the sizes and the rule).
     """
 
-    HETEROGENEITY = ("none", "classes", "alphabet")
+    HETEROGENEITY = ("none", "classes", "alphabet", "clusters")
 
     @classmethod
     def from_config(cls, config: Any, num_agents: int) -> OmniglotTasks:

@@ -2,7 +2,9 @@
 
 A ~ U[0.1, 5] and phase ~ U[0, pi]. With heterogeneity ``amplitude`` (or ``phase``),
 agent k of N draws that parameter from the k-th of N equal slices of its range:
-U[lo + (hi - lo) k / N, lo + (hi - lo) (k + 1) / N] (the Dif-MAML paper's split).
+U[lo + (hi - lo) k / N, lo + (hi - lo) (k + 1) / N] (the Dif-MAML paper's split). With
+``clusters`` (key ``clusters`` = C), the agents of group c = floor(k C / N) all draw the
+phase from the c-th of C slices: groups that share a task distribution.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from ..errors import check_choice
 from ..meta.maml import TaskBatch, mse_loss
 from ..models import MLP
 from ..streams import DrawKey
-from .base import parse_dtype
+from .base import check_clusters, cluster_of, parse_dtype
 
-HETEROGENEITY = ("none", "amplitude", "phase")
+HETEROGENEITY = ("none", "amplitude", "phase", "clusters")
 EVAL_QUERY_POINTS = 100
 
 
@@ -44,11 +46,19 @@ class SinusoidTasks:
     phase_range: tuple[float, float] = (0.0, math.pi)
     x_range: tuple[float, float] = (-5.0, 5.0)
     dtype: torch.dtype = torch.float64
+    clusters: int = 2
 
     @classmethod
     def from_config(cls, config: Any, num_agents: int) -> SinusoidTasks:
         dtype = parse_dtype(config.dtype, cls.DEFAULT_DTYPE)
-        return cls(num_agents, config.heterogeneity, config.shots, config.queries, dtype=dtype)
+        return cls(num_agents, config.heterogeneity, config.shots, config.queries, dtype=dtype, clusters=config.clusters)
+
+    @property
+    def groups(self) -> tuple[int, ...] | None:
+        """Each agent's group with heterogeneity ``clusters`` (else None)."""
+        if self.heterogeneity != "clusters":
+            return None
+        return tuple(cluster_of(k, self.num_agents, self.clusters) for k in range(self.num_agents))
 
     def loss_fn(self, prediction: Tensor, target: Tensor) -> Tensor:
         return mse_loss(prediction, target)
@@ -60,6 +70,8 @@ class SinusoidTasks:
         check_choice("heterogeneity", self.heterogeneity, HETEROGENEITY)
         if self.num_agents < 1:
             raise ValueError(f"num-agents: {self.num_agents} must be >= 1")
+        if self.heterogeneity == "clusters":
+            check_clusters(self.clusters, self.num_agents)
 
     def make_model(self) -> nn.Module:
         """The MLP 1-40-40-1 with ReLU of the MAML and Dif-MAML papers."""
@@ -74,6 +86,8 @@ class SinusoidTasks:
             raise ValueError(f"agent {agent} out of range 0..{self.num_agents - 1}")
         if self.heterogeneity == "amplitude":
             return _slice(amplitude, agent, self.num_agents), phase
+        if self.heterogeneity == "clusters":
+            return amplitude, _slice(phase, cluster_of(agent, self.num_agents, self.clusters), self.clusters)
         return amplitude, _slice(phase, agent, self.num_agents)
 
     def _parameters(self, key: DrawKey, agents: Sequence[int], own: bool, uniform: Tensor) -> tuple[Tensor, Tensor]:

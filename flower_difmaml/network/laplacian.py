@@ -1,0 +1,123 @@
+"""Task graphs as Laplacians (Wan and Vlaski, "Multitask Learning with Learned Task
+Relationships", arXiv 2510.10570, and "Decentralized Multitask Learning over Learned Task
+Graphs").
+
+The agents' true models W = col{w_k} (N x M) are a Gaussian Markov random field whose
+precision is a generalised graph Laplacian L = D - A + V (A >= 0 the task relations on the
+graph's edges, D = diag(A 1), V = diag(v) >= 0): W ~ N(0, L^-1 kron I_M). The MAP estimate
+regularises the agents' risks, sum_k J_k(w_k) + (eta / 2) W^T (L kron I) W, and its
+gradient step is the multitask diffusion
+
+    psi_k = w_k - mu' grad J_k(w_k),     w_k = psi_k - mu' eta sum_{l in N_k} L_kl psi_l,
+
+i.e. W <- (I - c L) Psi with c = mu' eta, stable for c <= 2 / lambda_max(L).
+
+Local estimate of agent k, from the models of its closed neighbourhood N_k only: X_k
+(|N_k| x M) stacks them, Sigma_k = X_k X_k^T / M, Gamma_k = Sigma_k^-1; by the Schur
+complement the row of Gamma_k that belongs to k is row k of L restricted to N_k (the GMRF's
+conditional of w_k given the others depends on N_k only). Row k of L' is that row (zero
+outside N_k); the estimate is L_hat = (L' + L'^T) / 2.
+
+Everything here is sparse on the graph's support (N_k from a combination matrix's columns).
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import ConfigError, check_choice
+
+GRAPH_FORMS = ("laplacian", "ggl")  # key graph-form
+
+
+def local_laplacian_row(models: np.ndarray, own: int) -> np.ndarray:
+    """Row ``own`` of Gamma_k = (X X^T / M)^-1 for the neighbourhood's models X (|N_k| x M).
+
+    A pseudo-inverse where Sigma_k is singular (more neighbours than parameters, or equal models).
+    """
+    x = np.asarray(models, dtype=np.float64)
+    sigma = x @ x.T / x.shape[1]
+    return np.linalg.pinv(sigma, hermitian=True)[own]
+
+
+def estimate_laplacian(models: np.ndarray, support: sp.csc_array) -> sp.csc_array:
+    """L_hat = (L' + L'^T) / 2, row k of L' from agent k's closed neighbourhood (the support of
+    column k of ``support``, which must hold the diagonal) and the models (N x M) there."""
+    rows, cols, values = [], [], []
+    for k in range(support.shape[0]):
+        neighbours = np.sort(support.indices[support.indptr[k] : support.indptr[k + 1]])
+        own = int(np.searchsorted(neighbours, k))
+        if own >= len(neighbours) or neighbours[own] != k:
+            raise ValueError(f"estimate_laplacian: column {k} of the support lacks the diagonal")
+        rows.append(np.full(len(neighbours), k))
+        cols.append(neighbours)
+        values.append(local_laplacian_row(models[neighbours], own))
+    n = support.shape[0]
+    one_sided = sp.coo_array((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    return ((one_sided + one_sided.T) / 2).tocsc()
+
+
+def laplacian_of_positive_weights(estimate: sp.sparray) -> sp.csc_array:
+    """Form ``laplacian``: the learned positive weights a_kl = max(0, -L_hat_kl) (k != l), and
+    their Laplacian D - A, whose rows sum to zero (no shrinkage of the models towards 0)."""
+    off_diagonal = sp.csc_array(estimate) - sp.diags_array(estimate.diagonal())
+    weights = (-off_diagonal).maximum(0).tocsc()
+    weights.eliminate_zeros()
+    return (sp.diags_array(weights.sum(axis=1)) - weights).tocsc()
+
+
+def graph_form(estimate: sp.sparray, form: str) -> sp.csc_array:
+    """Key ``graph-form``: ``ggl`` the estimate itself (the paper), ``laplacian`` its positive weights' Laplacian."""
+    check_choice("graph-form", form, GRAPH_FORMS)
+    return sp.csc_array(estimate) if form == "ggl" else laplacian_of_positive_weights(estimate)
+
+
+def largest_eigenvalue(laplacian: sp.sparray) -> float:
+    """lambda_max of a symmetric matrix."""
+    dense = laplacian.toarray() if sp.issparse(laplacian) else np.asarray(laplacian)
+    return float(np.linalg.eigvalsh(dense)[-1]) if len(dense) else 0.0
+
+
+def multitask_step(laplacian: sp.sparray, meta_lr: float, eta: float, step: float) -> float:
+    """c = mu' eta of W <- (I - c L) Psi: ``meta_lr * eta`` for ``eta`` > 0 (key graph-eta, the
+    paper's), which must be stable, c <= 2 / lambda_max(L); for ``eta`` = 0, ``step`` (key
+    graph-step) of that range: c = step * 2 / lambda_max(L) (0 where L = 0)."""
+    lam = largest_eigenvalue(laplacian)
+    if eta <= 0:
+        return step * 2.0 / lam if lam > 0 else 0.0
+    c = meta_lr * eta
+    if lam > 0 and c > 2.0 / lam:
+        raise ConfigError(
+            f"graph-eta: meta-lr * graph-eta = {c:.4g} above the stable 2 / lambda_max(L) = {2.0 / lam:.4g} of "
+            "the task graph; lower graph-eta or meta-lr, or set graph-eta = 0 to step by graph-step"
+        )
+    return c
+
+
+def multitask_combination(laplacian: sp.sparray, c: float) -> sp.csc_array:
+    """A = I - c L (symmetric): the combination of the multitask step, W <- A^T Psi."""
+    n = laplacian.shape[0]
+    return (sp.eye_array(n) - c * sp.csc_array(laplacian)).tocsc()
+
+
+def laplacian_error(estimate: sp.sparray | np.ndarray, truth: np.ndarray) -> float:
+    """||L_hat - L||_F^2 / ||L||_F^2."""
+    dense = estimate.toarray() if sp.issparse(estimate) else np.asarray(estimate)
+    return float(np.sum((dense - truth) ** 2) / np.sum(truth**2))
+
+
+def gmrf_laplacian(graph: nx.Graph, weights: np.ndarray, v: float) -> np.ndarray:
+    """L = D - A + v I, with A's edge weights ``weights`` in the order of ``graph.edges``."""
+    n = graph.number_of_nodes()
+    adjacency = np.zeros((n, n))
+    for (l, k), weight in zip(((l, k) for l, k in graph.edges if l != k), weights):
+        adjacency[l, k] = adjacency[k, l] = weight
+    return np.diag(adjacency.sum(axis=1)) - adjacency + v * np.eye(n)
+
+
+def gmrf_models(laplacian: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """W = C^-T Z ~ N(0, L^-1 kron I_M) for L = C C^T (Cholesky) and Z (N x M) standard normal."""
+    cholesky = np.linalg.cholesky(laplacian)
+    return np.linalg.solve(cholesky.T, normal)

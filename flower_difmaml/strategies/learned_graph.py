@@ -1,0 +1,105 @@
+"""Multitask diffusion over a learned task graph (Wan and Vlaski, "Multitask Learning with
+Learned Task Relationships", arXiv 2510.10570; "Decentralized Multitask Learning over
+Learned Task Graphs").
+
+Phase I, rounds 1..``graph-warmup``: the agents learn alone, w_k = phi_k = w_k - mu grad J_k(w_k).
+Estimate, at round ``graph-warmup`` + 1 and every ``graph-reestimate-every`` rounds after
+(0: never again): row k of L' from the models w_l of agent k's closed neighbourhood at the
+start of the round, Gamma_k = (X_k X_k^T / M)^-1; L_hat = (L' + L'^T) / 2
+(``network.laplacian.estimate_laplacian``). The bus computes row k on agent k's behalf from
+exactly the models agent k would receive, as it computes Dif-MAML's combination with known
+weights; it holds no model of its own. ``graph-form``: ``laplacian`` (default) combines with
+the Laplacian of the learned positive weights, ``ggl`` with L_hat itself (the paper).
+Phase II, the multitask step:
+
+    psi_k = phi_k = w_k - mu' grad J_k(w_k),    w_k = psi_k - c sum_{l in N_k} L_kl psi_l,
+
+c = mu' eta with eta = ``graph-eta`` (> 0, and c <= 2 / lambda_max(L): a ConfigError names
+the keys otherwise) or c = ``graph-step`` * 2 / lambda_max(L) (``graph-eta`` = 0). That is
+Dif-MAML's combination with A = I - c L, so faults are handled as Dif-MAML handles them: an
+agent that does not reply keeps its model, the others renormalise over the senders. With
+L = 0 it is the non-cooperative rule.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..network.laplacian import estimate_laplacian, graph_form, largest_eigenvalue, multitask_combination, multitask_step
+from .diffusion import DifMAML
+
+
+class LearnedGraph(DifMAML):
+    """Agents alone for ``warmup`` rounds, then multitask diffusion over the task graph they
+    estimate on the support of ``support`` (the graph: its closed neighbourhoods)."""
+
+    name = "learned-graph"
+
+    def __init__(
+        self,
+        initial: np.ndarray,
+        support: sp.sparray,
+        *,
+        warmup: int,
+        reestimate_every: int = 0,
+        form: str = "laplacian",
+        eta: float = 0.0,
+        step: float = 0.5,
+        meta_lr: float = 0.03,
+    ) -> None:
+        self.support = sp.csc_array(support)
+        self.warmup, self.reestimate_every = warmup, reestimate_every
+        self.form, self.eta, self.step, self.meta_lr = form, eta, step, meta_lr
+        self.estimate: sp.csc_array | None = None  # L_hat
+        self.estimated_at = 0  # the round of the latest estimate (0: none yet)
+        self.graph_step = 0.0  # c
+        self.multitask = sp.eye_array(self.support.shape[0], format="csc")  # A = I - c L; I before the estimate
+        super().__init__(initial, lambda round_: self.multitask)
+
+    def due(self, round_: int) -> bool:
+        """Whether round ``round_`` starts with a (new) estimate."""
+        if round_ <= self.warmup or round_ == self.estimated_at:
+            return False
+        if self.estimate is None:
+            return True
+        return self.reestimate_every > 0 and (round_ - self.warmup - 1) % self.reestimate_every == 0
+
+    def train_plan(self, round_: int) -> dict[int, np.ndarray]:
+        if self.due(round_):
+            self.estimate, self.estimated_at = estimate_laplacian(self.models, self.support), round_
+            self._set_combination()
+        return super().train_plan(round_)
+
+    def _set_combination(self) -> None:
+        laplacian = graph_form(self.estimate, self.form)
+        self.graph_step = multitask_step(laplacian, self.meta_lr, self.eta, self.step)
+        self.multitask = multitask_combination(laplacian, self.graph_step)
+
+    def round_metrics(self, round_: int) -> dict:
+        """On an estimate's round: its edges (l < k, learned weight -L_hat_kl > 0), the weight of
+        every pair of neighbours [l, k, -L_hat_kl], the step c and lambda_max of L."""
+        if self.estimated_at != round_:
+            return {}
+        upper = sp.triu(self.estimate, k=1).tocoo()
+        weights = [[int(l), int(k), float(-v)] for l, k, v in zip(upper.row, upper.col, upper.data)]
+        return {
+            "graph-edges": sum(w > 0 for _, _, w in weights),
+            "graph-weights": weights,
+            "graph-step": self.graph_step,
+            "graph-lambda-max": largest_eigenvalue(graph_form(self.estimate, self.form)),
+        }
+
+    def artifacts(self) -> dict[str, np.ndarray]:
+        return {} if self.estimate is None else {"laplacian": self.estimate.toarray()}
+
+    def state(self) -> dict[str, np.ndarray]:
+        estimate = np.zeros((0, 0)) if self.estimate is None else self.estimate.toarray()
+        return {**super().state(), "laplacian": estimate, "estimated-at": np.array(self.estimated_at)}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        super().load_state(state)
+        self.estimated_at = int(state["estimated-at"])
+        if state["laplacian"].size:
+            self.estimate = sp.csc_array(np.array(state["laplacian"]))
+            self._set_combination()

@@ -1,0 +1,190 @@
+"""The learned task graph (Wan and Vlaski): local Laplacian estimate, its forms and step,
+the learned-graph strategy, clustered tasks, and the linear-regression family."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from helpers import agent_tasks
+from flower_difmaml.config import ConfigError, RunConfig
+from flower_difmaml.network.combination import closed_adjacency
+from flower_difmaml.network.laplacian import (
+    estimate_laplacian,
+    gmrf_laplacian,
+    gmrf_models,
+    graph_form,
+    laplacian_error,
+    local_laplacian_row,
+    multitask_combination,
+    multitask_step,
+)
+from flower_difmaml.runner.results import read_metrics
+from flower_difmaml.runner.vectorized import run_vectorized
+from flower_difmaml.strategies.learned_graph import LearnedGraph
+from flower_difmaml.strategies.non_cooperative import NonCooperative
+from flower_difmaml.tasks.linear_regression import LinearRegressionTasks
+from flower_difmaml.tasks.sinusoid import SinusoidTasks
+
+PATH = nx.path_graph(3)
+L_PATH = np.array([[2.0, -1.0, 0.0], [-1.0, 3.0, -1.0], [0.0, -1.0, 2.0]])  # D - A + I, weights 1
+QUIET = dict(progress=lambda line: None)
+
+
+def models_with_covariance(covariance: np.ndarray, m: int) -> np.ndarray:
+    """X (N x M) with X X^T / M equal to ``covariance`` exactly."""
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(m, len(covariance))))
+    return np.linalg.cholesky(covariance) @ (np.sqrt(m) * q.T)
+
+
+def test_local_estimate_on_a_path_recovers_the_laplacian() -> None:
+    """Sigma = L^-1: row k of (Sigma restricted to N_k)^-1 is row k of L on N_k (Schur complement)."""
+    x = models_with_covariance(np.linalg.inv(L_PATH), 50)
+    np.testing.assert_allclose(x @ x.T / 50, np.linalg.inv(L_PATH), atol=1e-12)
+    np.testing.assert_allclose(local_laplacian_row(x[[0, 1]], 0), [2.0, -1.0], atol=1e-10)
+    np.testing.assert_allclose(local_laplacian_row(x, 1), [-1.0, 3.0, -1.0], atol=1e-10)
+    estimate = estimate_laplacian(x, closed_adjacency(PATH))
+    np.testing.assert_allclose(estimate.toarray(), L_PATH, atol=1e-10)
+    assert laplacian_error(estimate, L_PATH) < 1e-20
+
+
+def test_estimate_is_the_symmetrised_rows_and_zero_off_the_graph() -> None:
+    x = np.random.default_rng(1).normal(size=(3, 40))
+    estimate = estimate_laplacian(x, closed_adjacency(PATH)).toarray()
+    row0, row1 = local_laplacian_row(x[[0, 1]], 0), local_laplacian_row(x, 1)
+    assert estimate[0, 1] == estimate[1, 0] == pytest.approx((row0[1] + row1[0]) / 2)
+    assert estimate[0, 0] == pytest.approx(row0[0]) and estimate[1, 1] == pytest.approx(row1[1])
+    assert estimate[0, 2] == estimate[2, 0] == 0.0  # not neighbours: agent 0 never sees agent 2
+
+
+def test_forms_and_the_multitask_step() -> None:
+    estimate = sp.csc_array([[2.0, -1.0, 0.5], [-1.0, 3.0, -2.0], [0.5, -2.0, 4.0]])
+    laplacian = graph_form(estimate, "laplacian").toarray()  # positive weights 1 (0-1) and 2 (1-2); 0-2 dropped
+    np.testing.assert_allclose(laplacian, [[1.0, -1.0, 0.0], [-1.0, 3.0, -2.0], [0.0, -2.0, 2.0]])
+    np.testing.assert_allclose(laplacian.sum(axis=1), 0.0)
+    np.testing.assert_array_equal(graph_form(estimate, "ggl").toarray(), estimate.toarray())
+    lam = np.linalg.eigvalsh(laplacian)[-1]
+    assert multitask_step(sp.csc_array(laplacian), meta_lr=0.1, eta=0.0, step=0.5) == pytest.approx(1.0 / lam)
+    assert multitask_step(sp.csc_array(laplacian), meta_lr=0.1, eta=2.0, step=0.5) == pytest.approx(0.2)
+    with pytest.raises(ConfigError, match=r"^graph-eta: meta-lr \* graph-eta = 1 above the stable 2 / lambda_max"):
+        multitask_step(sp.csc_array(laplacian), meta_lr=0.1, eta=10.0, step=0.5)
+    A = multitask_combination(sp.csc_array(laplacian), 0.2).toarray()
+    np.testing.assert_allclose(A, np.eye(3) - 0.2 * laplacian)
+    np.testing.assert_allclose(A.sum(axis=0), 1.0)  # the laplacian form keeps the models' mean
+    with pytest.raises(ValueError, match=r"^graph-form: unknown 'dense'; allowed: laplacian, ggl"):
+        graph_form(estimate, "dense")
+
+
+def _replies(round_: int, n: int = 3, size: int = 4) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(round_)
+    return {k: rng.normal(size=size) for k in range(n)}
+
+
+def test_learned_graph_is_non_cooperative_in_warmup_and_with_a_zero_laplacian() -> None:
+    support = closed_adjacency(nx.complete_graph(3))
+    learned = LearnedGraph(np.zeros(4), support, warmup=2)
+    alone = NonCooperative(3, np.zeros(4))
+    for round_ in (1, 2):
+        for strategy in (learned, alone):
+            strategy.train_plan(round_)
+            strategy.aggregate_train(round_, _replies(round_), {})
+        np.testing.assert_array_equal(learned.current_models(), alone.current_models())
+    assert learned.estimate is None and learned.round_metrics(2) == {}
+    state = learned.state()
+    learned.load_state({**state, "laplacian": np.zeros((3, 3)), "estimated-at": np.array(3)})
+    for round_ in (3, 4):
+        for strategy in (learned, alone):
+            strategy.train_plan(round_)
+            strategy.aggregate_train(round_, _replies(round_), {})
+        np.testing.assert_array_equal(learned.current_models(), alone.current_models())
+
+
+def test_learned_graph_estimates_after_warmup_and_combines_with_i_minus_c_l() -> None:
+    support = closed_adjacency(PATH)
+    strategy = LearnedGraph(np.zeros(40), support, warmup=1, reestimate_every=2, step=0.5)
+    strategy.train_plan(1)
+    strategy.aggregate_train(1, _replies(1, size=40), {})
+    w1 = strategy.current_models().copy()
+    strategy.train_plan(2)  # the estimate, from the models at the start of round 2
+    np.testing.assert_allclose(strategy.estimate.toarray(), estimate_laplacian(w1, support).toarray())
+    laplacian = graph_form(strategy.estimate, "laplacian").toarray()
+    c = strategy.graph_step
+    assert c == pytest.approx(0.5 * 2 / np.linalg.eigvalsh(laplacian)[-1])
+    psi = _replies(2, size=40)
+    strategy.aggregate_train(2, psi, {})
+    expected = (np.eye(3) - c * laplacian) @ np.stack([psi[k] for k in range(3)])
+    np.testing.assert_allclose(strategy.current_models(), expected, rtol=1e-12)
+    metrics = strategy.round_metrics(2)
+    assert [w[:2] for w in metrics["graph-weights"]] == [[0, 1], [1, 2]]  # the path's edges only
+    assert metrics["graph-step"] == c and strategy.artifacts()["laplacian"].shape == (3, 3)
+    assert [strategy.due(r) for r in (3, 4, 5, 6)] == [False, True, False, True]
+
+
+def test_gmrf_models_have_the_precision_l() -> None:
+    rng = np.random.default_rng(0)
+    w = gmrf_models(L_PATH, rng.standard_normal((3, 200_000)))
+    np.testing.assert_allclose(w @ w.T / 200_000, np.linalg.inv(L_PATH), atol=0.01)
+    np.testing.assert_allclose(gmrf_laplacian(PATH, np.array([1.0, 5.0]), 0.5),
+                               [[1.5, -1.0, 0.0], [-1.0, 6.5, -5.0], [0.0, -5.0, 5.5]])
+
+
+def test_linear_regression_family_draws_its_true_models() -> None:
+    config = RunConfig(task="linear-regression", heterogeneity="gmrf", topology="ring", dims=5, shots=3,
+                       queries=400, noise_std=0.1, regressor_std=2.0, edge_weight_scale=10.0)
+    family = LinearRegressionTasks.from_config(config, 6)
+    L = family.laplacian
+    off = -L[np.triu_indices(6, 1)]
+    assert set(off[off != 0].tolist()) <= {10.0, 50.0} and np.count_nonzero(off) == 6  # ring edges
+    np.testing.assert_allclose(L.sum(axis=1), 1.0)  # V = graph-v I = I
+    batch = agent_tasks(family.sample, 2, 4)
+    assert batch.x_support.shape == (2, 3, 5) and batch.y_query.shape == (2, 400, 1)
+    residual = batch.y_query - batch.x_query @ torch.as_tensor(family.true_models[4])[:, None]
+    assert residual.std().item() == pytest.approx(0.1, rel=0.1) and batch.x_query.std().item() == pytest.approx(2.0, rel=0.1)
+    truth = family.truth_metrics(family.true_models + 1.0, L)
+    assert truth["msd"] == pytest.approx(5.0) and truth["laplacian-error"] == 0.0
+    assert truth["msd-db"] == pytest.approx(10 * np.log10(5.0))
+    with pytest.raises(ConfigError, match=r"^heterogeneity: unknown 'phase'; allowed: gmrf"):
+        RunConfig(task="linear-regression")
+
+
+def test_clusters_share_a_phase_slice() -> None:
+    family = SinusoidTasks(num_agents=6, heterogeneity="clusters", clusters=3)
+    assert family.groups == (0, 0, 1, 1, 2, 2)
+    assert family.ranges(0) == family.ranges(1) != family.ranges(2)
+    assert family.ranges(5)[1] == pytest.approx((2 * np.pi / 3, np.pi))
+    with pytest.raises(ValueError, match=r"^clusters: 7 out of range; allowed: 1\.\.6"):
+        SinusoidTasks(num_agents=6, heterogeneity="clusters", clusters=7)
+    assert SinusoidTasks(num_agents=6, heterogeneity="phase").groups is None
+
+
+def test_learned_graph_run_writes_its_graph_and_truth_and_resumes(tmp_path: Path) -> None:
+    keys = dict(strategy="learned-graph", task="linear-regression", heterogeneity="gmrf", topology="complete",
+                dims=20, inner_steps=0, tasks_per_agent=1, shots=1, queries=5, meta_lr=0.05, eval_every=10,
+                eval_tasks=5, eval_inner_steps=1, graph_warmup=10, graph_reestimate_every=10, fail_prob=0.2,
+                checkpoint_every=5, results_dir=str(tmp_path))
+    whole = run_vectorized(RunConfig(num_rounds=30, run_name="whole", **keys), 6, **QUIET)
+    assert {"msd", "msd-db", "laplacian-error"} <= whole["final"].keys()
+    lines = read_metrics(tmp_path / "whole")
+    estimates = [line["round"] for line in lines if "graph-weights" in line]
+    assert estimates == [11, 21] and all(len(lines[r]["graph-weights"]) == 15 for r in estimates)
+    assert np.load(tmp_path / "whole" / "laplacian.npy").shape == (6, 6)
+    assert lines[30]["msd"] < lines[0]["msd"]
+    run_vectorized(RunConfig(num_rounds=15, run_name="short", **keys), 6, **QUIET)
+    resumed = run_vectorized(RunConfig(num_rounds=30, run_name="short", **keys).replace(
+        resume_from=str(tmp_path / "short"), run_name=""), 6, **QUIET)
+    assert resumed["final"] == whole["final"]
+
+
+def test_learned_graph_config_errors() -> None:
+    with pytest.raises(ConfigError, match=r"^link-drop-prob: not supported by strategy 'learned-graph'"):
+        RunConfig(strategy="learned-graph", link_drop_prob=0.1)
+    with pytest.raises(ConfigError, match=r"^graph-form: unknown 'x'; allowed: laplacian, ggl"):
+        RunConfig(graph_form="x")
+    with pytest.raises(ConfigError, match=r"^seed: 4294967296 out of range"):
+        RunConfig(seed=2**32)
