@@ -42,7 +42,7 @@ def test_from_mapping_round_trips() -> None:
         ({"num-rounds": 2.5}, "num-rounds: 2.5 is not an integer"),
         ({"eval-every": -1}, "eval-every: -1 out of range"),
         ({"seed": "zero"}, "seed: 'zero' is not an integer"),
-        ({"task": "mnist"}, "task: unknown 'mnist'; allowed: sinusoid, digits, omniglot, or 'package.module:ClassName'"),
+        ({"task": "mnist"}, "task: unknown 'mnist'; allowed: sinusoid, digits, omniglot, linear-regression, or 'package.module:ClassName'"),
         ({"task": "no_such_module:Tasks"}, "task: cannot import 'no_such_module' \\(ModuleNotFoundError"),
         ({"task": "flower_difmaml.models:MLP"}, "task: 'flower_difmaml.models:MLP' lacks HETEROGENEITY"),
         ({"task": "digits"}, "heterogeneity: unknown 'phase'; allowed: none, classes"),

@@ -48,6 +48,11 @@ RUNS = {
         fail_prob=0.2, resilient_gamma=0.5,
     ),
     "dif-median": dict(strategy="dif-maml", topology="complete", combination="median", byzantine="1", attack="gaussian"),
+    "learned-graph": dict(  # the task graph estimated at round 9 and 15, failing agents
+        strategy="learned-graph", task="linear-regression", heterogeneity="gmrf", topology="complete", dims=20,
+        inner_steps=0, tasks_per_agent=1, shots=1, queries=5, meta_lr=0.05, graph_warmup=8,
+        graph_reestimate_every=6, fail_prob=0.2,
+    ),
     "digits-float32": dict(  # few-shot images in float32, failing agents
         strategy="dif-maml", task="digits", heterogeneity="classes", topology="ring", n_way=3, shots=1, queries=2,
         tasks_per_agent=2, filters=4, inner_lr=0.4, eval_inner_steps=3, num_rounds=2, eval_every=1, eval_tasks=3,
@@ -93,7 +98,9 @@ def test_difmaml_with_identity_equals_non_cooperative(flower_runs: Path) -> None
 
 
 @pytest.mark.parametrize(
-    "name", ["dif-complete", "non-coop", "fed-sampled", "dif-cta", "dif-faults", "fed-faults", "dif-resilient", "dif-median"]
+    "name",
+    ["dif-complete", "non-coop", "fed-sampled", "dif-cta", "dif-faults", "fed-faults", "dif-resilient", "dif-median",
+     "learned-graph"],
 )
 def test_vectorized_engine_gives_the_flower_numbers(flower_runs: Path, tmp_path: Path, name: str) -> None:
     run_vectorized(_config(tmp_path, name), NUM_AGENTS, progress=lambda line: None)
@@ -105,7 +112,8 @@ def test_vectorized_engine_gives_the_flower_numbers(flower_runs: Path, tmp_path:
         np.load(tmp_path / name / "models.npy"), np.load(flower_runs / name / "models.npy"), rtol=1e-6, atol=1e-9
     )
     for flower_line, vectorized_line in zip(read_metrics(flower_runs / name), read_metrics(tmp_path / name)):
-        for key in ("replies", "failed", "failed-agents", "links-down", "combined", "kept", "byzantine-kept"):
+        for key in ("replies", "failed", "failed-agents", "links-down", "combined", "kept", "byzantine-kept",
+                    "graph-edges"):
             assert flower_line.get(key) == vectorized_line.get(key), (flower_line["round"], key)
 
 

@@ -67,7 +67,7 @@ def omniglot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def config(**overrides: object) -> types.SimpleNamespace:
     values = dict(heterogeneity="none", n_way=3, shots=1, queries=2, rotations=False, filters=8, dtype="auto",
-                  data_dir="", download=False, split_seed=1, meta_train_characters=11)
+                  data_dir="", download=False, split_seed=1, meta_train_characters=11, clusters=2)
     values.update(overrides)
     return types.SimpleNamespace(**values)
 
@@ -203,6 +203,11 @@ def test_classes_windows_by_hand() -> None:
     np.testing.assert_array_equal(family.classes("test", 0), np.arange(20, 28))
     none = FewShotImages(data, num_agents=3, heterogeneity="none", n_way=2, shots=1, queries=1, rotations=False)
     assert bases(none, "train", 1) == [4, 0, 3, 1, 2] and bases(none, "test", 2) == [5, 6, 7]
+    # clusters: 6 agents in 3 groups (0, 0, 1, 1, 2, 2) get the windows 3 agents get
+    clusters = FewShotImages(data, num_agents=6, heterogeneity="clusters", clusters=3, n_way=2, shots=1, queries=1,
+                             rotations=False)
+    assert clusters.groups == (0, 0, 1, 1, 2, 2)
+    assert [bases(clusters, "train", k) for k in range(6)] == [[4, 0], [4, 0], [0, 3], [0, 3], [1, 2], [1, 2]]
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -218,7 +223,8 @@ def test_classes_windows_by_hand() -> None:
         (dict(shots=5, queries=16), 1, "shots", "shots + queries = 21 above the 20 examples"),
         (dict(n_way=1), 1, "n-way", "1 below 2"),
         (dict(queries=0), 1, "queries", "0 below 1"),
-        (dict(heterogeneity="phase"), 1, "heterogeneity", "allowed: none, classes, alphabet"),
+        (dict(heterogeneity="phase"), 1, "heterogeneity", "allowed: none, classes, alphabet, clusters"),
+        (dict(heterogeneity="clusters", clusters=3), 2, "clusters", "3 out of range; allowed: 1..2"),
         (dict(dtype="float16"), 1, "dtype", "allowed: auto, float32, float64"),
     ],
 )
@@ -292,7 +298,7 @@ def test_digits_classes_and_split() -> None:
     assert set((test // 4).tolist()) == {7, 8, 9}
     batch = agent_tasks(family.sample_evaluation, 2, None, seed=0)
     assert batch.x_support.shape == (2, 5, 1, 28, 28)
-    with pytest.raises(ConfigError, match=r"^heterogeneity: unknown 'alphabet'; allowed: none, classes$"):
+    with pytest.raises(ConfigError, match=r"^heterogeneity: unknown 'alphabet'; allowed: none, classes, clusters$"):
         DigitsTasks.from_config(config(heterogeneity="alphabet"), 3)
     with pytest.raises(ConfigError, match=r"^n-way: 5 above the 3 classes all agents have in the meta-test"):
         DigitsTasks.from_config(config(n_way=5, rotations=False), 3)
