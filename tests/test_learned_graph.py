@@ -188,3 +188,12 @@ def test_learned_graph_config_errors() -> None:
         RunConfig(graph_form="x")
     with pytest.raises(ConfigError, match=r"^seed: 4294967296 out of range"):
         RunConfig(seed=2**32)
+
+
+def test_resilient_agents_report_the_share_of_kept_links_inside_their_group(tmp_path: Path) -> None:
+    config = RunConfig(combination="resilient", resilient_score="fresh", heterogeneity="clusters", clusters=2,
+                       topology="complete", num_rounds=6, eval_every=6, eval_tasks=2, tasks_per_agent=2,
+                       results_dir=str(tmp_path), run_name="r")
+    run_vectorized(config, 6, **QUIET)
+    shares = [line["kept-same-group"] for line in read_metrics(tmp_path / "r")[1:]]
+    assert len(shares) == 6 and all(s is None or 0.0 <= s <= 1.0 for s in shares)

@@ -149,6 +149,7 @@ def run_experiment(
 
     run_rounds(
         strategy, agents, recorder, num_rounds=config.num_rounds, eval_every=config.eval_every, truth=truth,
+        groups=getattr(learner.family, "groups", None),
         start_round=checkpoint.round + 1 if checkpoint else 1, checkpoint=save, byzantine=setup.byzantine,
         reported_steps=learner.reported_steps, curve_steps=learner.curve_steps, headline=learner.family.metric_names[0],
         progress=progress,

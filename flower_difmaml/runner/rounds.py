@@ -132,6 +132,7 @@ def run_rounds(
     headline: str = "mse",
     progress: Callable[[str], None] = print,
     truth: Callable[[np.ndarray], dict[str, float]] | None = None,
+    groups: Sequence[int] | None = None,
 ) -> None:
     """Round 0 evaluates the initial models; rounds 1..R train, and evaluate every
     ``eval_every`` rounds (after ``reported_steps`` adaptation steps) and at the end (after
@@ -141,7 +142,8 @@ def run_rounds(
     round's line is written. Failed agents are counted per round (``failed``) and logged
     unless the failure was injected (``fail-prob``). ``byzantine`` agents are left out
     of the means. ``truth(models)`` adds what a family that knows the true models measures
-    (``msd``, ...) to every evaluation.
+    (``msd``, ...) to every evaluation. ``groups`` (agents' groups, heterogeneity
+    ``clusters``) adds the share of kept links inside the group to an agent-side combination.
     """
     start = time.perf_counter()
     size, dtype = strategy.current_models().shape[1], strategy.current_models().dtype
@@ -177,7 +179,7 @@ def run_rounds(
             "agent-seconds": round(replies.agent_seconds, 6),
         }
         if combine_plan := strategy.combine_plan(round_):
-            line.update(combine_on_agents(strategy, agents, round_, combine_plan, size, byzantine, warn))
+            line.update(combine_on_agents(strategy, agents, round_, combine_plan, size, byzantine, warn, groups))
         if replies.failed:
             line["failed-agents"] = sorted(replies.failed)
         if round_ % eval_every == 0 or round_ == num_rounds:
@@ -197,18 +199,24 @@ def combine_on_agents(
     size: int,
     byzantine: frozenset[int],
     warn: Callable[[int, dict[int, str]], None],
+    groups: Sequence[int] | None = None,
 ) -> dict:
     """The second exchange of a round; returns its metrics: how many agents combined, how
-    many models normal agents kept on average (their own included), and how many
-    (normal agent, Byzantine neighbour) links they kept."""
+    many models normal agents kept on average (their own included), how many (normal agent,
+    Byzantine neighbour) links they kept, and with ``groups`` the share of the links to
+    others they kept that stay inside the agent's group (``kept-same-group``)."""
     replies = agents.combine(round_, plan)
     failed = {**replies.failed, **rejected(replies.models, size, strategy.current_models().dtype)}
     warn(round_, failed)
     models = {k: m for k, m in replies.models.items() if k not in failed}
     strategy.aggregate_combine(round_, models, {k: replies.running_losses[k] for k in models})
     normal = [k for k in models if k not in byzantine]
-    return {
+    out = {
         "combined": len(models),
         "kept": float(np.mean([len(replies.kept[k]) for k in normal])) if normal else None,
         "byzantine-kept": sum(len(set(replies.kept[k]) & byzantine) for k in normal),
     }
+    if groups is not None:
+        same = [groups[l] == groups[k] for k in normal for l in replies.kept[k] if l != k]
+        out["kept-same-group"] = float(np.mean(same)) if same else None
+    return out
