@@ -106,6 +106,7 @@ class RunConfig:
     graph_step: float = field(default=0.5, **_range(0.0, 1.0, low_open=True))
     graph_reestimate_every: int = field(default=0, **_range(0))
     graph_form: str = field(default="laplacian", **_choice(*GRAPH_FORMS))
+    graph_laplacian: str = ""  # learned-graph: a known L (.npy) instead of the estimate; checked against the graph
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

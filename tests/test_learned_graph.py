@@ -197,3 +197,22 @@ def test_resilient_agents_report_the_share_of_kept_links_inside_their_group(tmp_
     run_vectorized(config, 6, **QUIET)
     shares = [line["kept-same-group"] for line in read_metrics(tmp_path / "r")[1:]]
     assert len(shares) == 6 and all(s is None or 0.0 <= s <= 1.0 for s in shares)
+
+
+def test_a_known_task_graph_replaces_the_estimate_and_is_checked(tmp_path: Path) -> None:
+    from flower_difmaml.runner.experiment import set_up_run
+
+    keys = dict(strategy="learned-graph", task="linear-regression", heterogeneity="gmrf", topology="ring", dims=8,
+                inner_steps=0, tasks_per_agent=1, shots=1, queries=4, meta_lr=0.05, num_rounds=12, eval_every=12,
+                eval_tasks=2, eval_inner_steps=1, graph_warmup=5, graph_reestimate_every=2, graph_form="ggl",
+                results_dir=str(tmp_path))
+    truth = LinearRegressionTasks.from_config(RunConfig(**keys), 5).laplacian
+    np.save(tmp_path / "L.npy", truth)
+    summary = run_vectorized(RunConfig(run_name="known", graph_laplacian=str(tmp_path / "L.npy"), **keys), 5, **QUIET)
+    assert summary["final"]["laplacian-error"] == 0.0
+    assert [line["round"] for line in read_metrics(tmp_path / "known") if "graph-weights" in line] == [6]
+    np.save(tmp_path / "bad.npy", np.ones((5, 5)))
+    with pytest.raises(ConfigError, match=r"^graph-laplacian: .*bad\.npy: entry \(0, 2\) = 1\.0 but \(0, 2\) is not an edge"):
+        set_up_run(RunConfig(graph_laplacian=str(tmp_path / "bad.npy"), **keys), 5)
+    with pytest.raises(ConfigError, match=r"^graph-laplacian: .*missing\.npy: cannot read"):
+        set_up_run(RunConfig(graph_laplacian=str(tmp_path / "missing.npy"), **keys), 5)

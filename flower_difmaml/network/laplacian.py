@@ -27,7 +27,7 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ConfigError, check_choice
+from ..errors import ConfigError, check_choice, one_line
 
 GRAPH_FORMS = ("laplacian", "ggl")  # key graph-form
 
@@ -100,6 +100,27 @@ def multitask_combination(laplacian: sp.sparray, c: float) -> sp.csc_array:
     """A = I - c L (symmetric): the combination of the multitask step, W <- A^T Psi."""
     n = laplacian.shape[0]
     return (sp.eye_array(n) - c * sp.csc_array(laplacian)).tocsc()
+
+
+def load_laplacian(path: str, support: sp.sparray) -> sp.csc_array:
+    """Key ``graph-laplacian``: a known task graph's L from a .npy file, checked against the
+    graph (``support``: its closed neighbourhoods): N x N, finite, symmetric, zero off the
+    graph."""
+    source = f"graph-laplacian: {path}"
+    try:
+        matrix = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{source}: cannot read a .npy matrix: {one_line(error)}") from None
+    n = support.shape[0]
+    if matrix.shape != (n, n):
+        raise ConfigError(f"{source}: shape {matrix.shape} does not match the graph; expected ({n}, {n})")
+    if not np.isfinite(matrix).all() or not np.allclose(matrix, matrix.T, rtol=0, atol=1e-10):
+        raise ConfigError(f"{source}: the matrix must be finite and symmetric")
+    outside = (matrix != 0) & (sp.csc_array(support).toarray() == 0)
+    if outside.any():
+        l, k = np.argwhere(outside)[0]
+        raise ConfigError(f"{source}: entry ({l}, {k}) = {float(matrix[l, k])!r} but ({l}, {k}) is not an edge of the graph")
+    return sp.csc_array(matrix)
 
 
 def laplacian_error(estimate: sp.sparray | np.ndarray, truth: np.ndarray) -> float:

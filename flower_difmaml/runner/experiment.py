@@ -19,6 +19,7 @@ from ..network.attacks import byzantine_agents
 from ..network.combination import combination_matrix, combination_report
 from ..network.faults import DroppingLinks
 from ..network.graphs import graph_of
+from ..network.laplacian import load_laplacian
 from ..strategies import make_strategy
 from .checkpoint import Checkpoint, resume_point, save_checkpoint
 from .plots import plot_run
@@ -36,6 +37,7 @@ class RunSetup:
     graph: nx.Graph
     combination: sp.csc_array  # A (identity for non-coop), sparse
     round_combination: sp.csc_array | DroppingLinks
+    task_graph: sp.csc_array | None  # key graph-laplacian (learned-graph with a known L)
     run_dir: Path
     checkpoint: Checkpoint | None
     byzantine: frozenset[int]
@@ -86,6 +88,7 @@ def set_up_run(config: RunConfig, num_agents: int, device: str | None = None) ->
     learner = MetaLearner.from_config(config, num_agents, device)
     learner.check_metrics()
     graph, combination = build_network(config, num_agents)
+    task_graph = load_laplacian(config.graph_laplacian, combination) if config.graph_laplacian else None
     byzantine = checked_byzantine(config, num_agents)
     checkpoint = None
     if config.resume_from:
@@ -95,7 +98,8 @@ def set_up_run(config: RunConfig, num_agents: int, device: str | None = None) ->
         run_dir = resolve_run_dir(config.results_dir, config.run_name, f"{config.strategy}-seed{config.seed}-{stamp}")
         check_writable(run_dir)
     return RunSetup(
-        config, num_agents, learner, graph, combination, round_combination(config, graph, combination), run_dir, checkpoint, byzantine
+        config, num_agents, learner, graph, combination, round_combination(config, graph, combination), task_graph,
+        run_dir, checkpoint, byzantine,
     )
 
 
@@ -113,7 +117,7 @@ def run_experiment(
     config, num_agents = setup.config, setup.num_agents
     run_dir, checkpoint = setup.run_dir, setup.checkpoint
     learner = setup.learner
-    strategy = make_strategy(config, learner.initial_vector(), setup.round_combination)
+    strategy = make_strategy(config, learner.initial_vector(), setup.round_combination, setup.task_graph)
     agents = make_agents(learner)
     recorder = RunRecorder(
         run_dir,

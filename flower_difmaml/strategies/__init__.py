@@ -21,19 +21,21 @@ __all__ = ["DifMAML", "FedAvgMAML", "MetaStrategy", "NonCooperative", "Resilient
 
 
 def make_strategy(
-    config: RunConfig, initial: np.ndarray, combination: sp.sparray | Callable[[int], sp.sparray]
+    config: RunConfig, initial: np.ndarray, combination: sp.sparray | Callable[[int], sp.sparray],
+    task_graph: sp.sparray | None = None,
 ) -> MetaStrategy:
     """The strategy named by run-config key ``strategy``.
 
     ``combination`` is A, or A_i as a function of the round (links that drop); N is its size.
     For the neighbourhood rules (median, trimmed-mean, resilient) and learned-graph only A's
-    support is used.
+    support is used; ``task_graph`` is learned-graph's known L (key ``graph-laplacian``).
     """
     num_agents = (combination(1) if callable(combination) else combination).shape[0]
     if config.strategy == "learned-graph":
         return LearnedGraph(
             initial, combination, warmup=config.graph_warmup, reestimate_every=config.graph_reestimate_every,
             form=config.graph_form, eta=config.graph_eta, step=config.graph_step, meta_lr=config.meta_lr,
+            known=task_graph,
         )
     if config.strategy == "dif-maml" and config.combination == RESILIENT:
         return ResilientDifMAML(initial, combination)

@@ -15,7 +15,9 @@ Phase II, the multitask step:
     psi_k = phi_k = w_k - mu' grad J_k(w_k),    w_k = psi_k - c sum_{l in N_k} L_kl psi_l,
 
 c = mu' eta with eta = ``graph-eta`` (> 0, and c <= 2 / lambda_max(L): a ConfigError names
-the keys otherwise) or c = ``graph-step`` * 2 / lambda_max(L) (``graph-eta`` = 0). That is
+the keys otherwise) or c = ``graph-step`` * 2 / lambda_max(L) (``graph-eta`` = 0). A known
+task graph (``known``: key ``graph-laplacian``) replaces the estimate (multitask diffusion with
+the true L, never re-estimated). That is
 Dif-MAML's combination with A = I - c L, so faults are handled as Dif-MAML handles them: an
 agent that does not reply keeps its model, the others renormalise over the senders. With
 L = 0 it is the non-cooperative rule.
@@ -47,8 +49,10 @@ class LearnedGraph(DifMAML):
         eta: float = 0.0,
         step: float = 0.5,
         meta_lr: float = 0.03,
+        known: sp.sparray | None = None,
     ) -> None:
         self.support = sp.csc_array(support)
+        self.known = known
         self.warmup, self.reestimate_every = warmup, reestimate_every
         self.form, self.eta, self.step, self.meta_lr = form, eta, step, meta_lr
         self.estimate: sp.csc_array | None = None  # L_hat
@@ -63,11 +67,12 @@ class LearnedGraph(DifMAML):
             return False
         if self.estimate is None:
             return True
-        return self.reestimate_every > 0 and (round_ - self.warmup - 1) % self.reestimate_every == 0
+        return self.known is None and self.reestimate_every > 0 and (round_ - self.warmup - 1) % self.reestimate_every == 0
 
     def train_plan(self, round_: int) -> dict[int, np.ndarray]:
         if self.due(round_):
-            self.estimate, self.estimated_at = estimate_laplacian(self.models, self.support), round_
+            estimate = estimate_laplacian(self.models, self.support) if self.known is None else self.known
+            self.estimate, self.estimated_at = sp.csc_array(estimate), round_
             self._set_combination()
         return super().train_plan(round_)
 
