@@ -17,7 +17,11 @@ Philox generator, as every engine draws them: ``learner.train_batches``), and th
 (VmHWM) of a fresh process running the engine at the largest N. Results go to
 benchmarks/results/vectorized_round[-<device>].json.
 
-    python benchmarks/vectorized_round.py [--agents 10,100,1000] [--device cpu|cuda]
+    python benchmarks/vectorized_round.py [--agents 10,100,1000] [--device cpu|cuda] [--topology erdos-renyi]
+
+At large N use a sparse graph (``--topology small-world``: k = 4, p = 0.3): Erdős–Rényi p = 0.3
+has 0.15 N^2 edges. The bare iteration's combination is then a sparse product too. Results of
+another topology go to vectorized_round[-<device>]-<topology>.json.
 """
 
 from __future__ import annotations
@@ -49,8 +53,12 @@ CHUNK = 256  # agents per vmap call in the bare iteration
 TASKS, SHOTS, QUERIES, INNER_LR, META_LR = 10, 10, 10, 0.01, 0.03
 
 
+TOPOLOGY = "erdos-renyi"  # key topology of every run here (--topology)
+
+
 def config(results: str, num_rounds: int, device: str, compile: bool = False) -> RunConfig:
     return RunConfig(
+        topology=TOPOLOGY,
         dtype="float32", device=device, num_rounds=num_rounds, eval_every=10**6, eval_tasks=1,
         checkpoint_every=0, results_dir=results, compile=compile,
     )
@@ -106,7 +114,11 @@ def bare_round_s(num_agents: int, device: str) -> float:
     where = torch.device("cuda" if device == "cuda" else "cpu")
     learner = MetaLearner.from_config(config("", 1, device), num_agents)
     _, A = build_network(learner.config, num_agents)
-    combine = torch.as_tensor(A.toarray().T, dtype=torch.float32, device=where)  # p = 0.3: dense
+    if A.nnz > 0.05 * num_agents**2:  # as network.combination.combine: dense above 5% density
+        combine = torch.as_tensor(A.toarray().T, dtype=torch.float32, device=where)
+    else:
+        At = A.T.tocsr()
+        combine = torch.sparse_csr_tensor(At.indptr, At.indices, At.data, At.shape, dtype=torch.float32, device=where)
     params = {n: v.expand(num_agents, *v.shape).clone() for n, v in learner.initial_parameters().items()}
     shapes = {n: v.shape for n, v in params.items()}
     step = vmap(agent_step, chunk_size=CHUNK)
@@ -138,8 +150,8 @@ def bare_round_s(num_agents: int, device: str) -> float:
 def peak_memory_gb(num_agents: int, device: str) -> float:
     """VmHWM of a fresh process that runs the engine on ``num_agents`` agents."""
     code = (
-        "from benchmarks.image_round import high_water_rss_gb; from benchmarks.vectorized_round import engine_round_s; "
-        f"engine_round_s({num_agents}, {device!r}); print(high_water_rss_gb())"
+        "from benchmarks.image_round import high_water_rss_gb; import benchmarks.vectorized_round as bench; "
+        f"bench.TOPOLOGY = {TOPOLOGY!r}; bench.engine_round_s({num_agents}, {device!r}); print(high_water_rss_gb())"
     )
     root = str(Path(__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
@@ -151,7 +163,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", default="10,100,1000")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--topology", default=TOPOLOGY)
     args = parser.parse_args()
+    global TOPOLOGY
+    TOPOLOGY = args.topology
     rows = []
     for n in (int(a) for a in args.agents.split(",")):
         bare, engine, draws = bare_round_s(n, args.device), engine_round_s(n, args.device), draw_s(n, args.device)
@@ -170,10 +185,12 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": platform.machine(),
+        "topology": TOPOLOGY,
         "rows": rows,
         f"engine_peak_rss_gb_at_{largest}_agents": peak_memory_gb(largest, args.device),
     }
-    path = RESULTS / ("vectorized_round.json" if args.device == "cpu" else f"vectorized_round-{args.device}.json")
+    suffix = ("" if args.device == "cpu" else f"-{args.device}") + ("" if TOPOLOGY == "erdos-renyi" else f"-{TOPOLOGY}")
+    path = RESULTS / f"vectorized_round{suffix}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"wrote {path}")

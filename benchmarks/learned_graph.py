@@ -1,0 +1,201 @@
+"""Benchmark: multitask learning over a learned task graph (Wan and Vlaski), four studies.
+
+(a) ``laplacian``: the paper's Laplacian experiment. 10 agents, Erdős–Rényi p = 0.5 with
+    topology-seed 1 (max degree 8, 28 edges), edge weights from {1, 5}, V = I, true models
+    from the GMRF (``task='linear-regression'``, drawn per seed). Phase I is simulated here in
+    numpy (the engine's cost at M = 800 is drawing 10 x 800 regressors a round): each agent
+    runs LMS w <- w + mu u (d - u^T w), u ~ N(0, I / M) (so tr R = 1 and every mu below is
+    stable for every M), d = u^T w° + v, v ~ N(0, 0.01), from w = 0; then the package's
+    estimate (``estimate_laplacian``) from the models at iteration 10,000 (the paper's) and
+    50,000, and ``laplacian_error`` against the true L, for M in {50, ..., 800}, mu in
+    {0.2, 0.1, 0.05, 0.01}.
+(b) ``two-phase``: the same graph, through the vectorised engine: LMS (inner-steps 0, one
+    sample a round, u ~ N(0, I_10), noise-std 0.1, meta-lr 0.005, i.e. an LMS step of 0.01)
+    for 6000 rounds, the switch after 3000: non-coop, consensus (dif-maml, Metropolis),
+    multitask with the true L (``graph-laplacian``, form ggl), learned-graph (forms laplacian
+    and ggl), all with graph-step 0.5; edge weights x10 and x1. MSD vs round.
+(c) ``clusters``: sinusoid, 10 agents in 2 clusters (phase halves), the default graph,
+    500 rounds: learned-graph (laplacian and ggl; warm-up 100, re-estimated every 100),
+    dif-maml, non-coop, resilient with fresh scores; own-mse-1 and full-mse-1.
+(d) ``byzantine``: (c) with agents 2 and 7 Byzantine (random attack, scale 1): resilient-fresh
+    (share of kept links inside the group, Byzantine links kept), non-coop, dif-maml.
+
+Seeds 0-2; mean and std over seeds. Writes benchmarks/results/learned_graph-<study>.json and
+prints the markdown tables of benchmarks/learned_graph.md.
+
+    python benchmarks/learned_graph.py laplacian|two-phase|clusters|byzantine [--seeds 0,1,2] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+AGENTS = 10
+GRAPH = dict(topology="erdos-renyi", topology_p=0.5, topology_seed=1)  # max degree 8
+DIMS = (50, 100, 200, 400, 800)
+MUS = (0.2, 0.1, 0.05, 0.01)
+SNAPSHOTS = (10_000, 50_000)
+CHUNK = 200  # LMS iterations drawn at once
+LMS = dict(task="linear-regression", heterogeneity="gmrf", inner_steps=0, tasks_per_agent=1, shots=1, queries=1,
+           eval_tasks=1, eval_inner_steps=1, checkpoint_every=0)
+TWO_PHASE = dict(num_rounds=6000, graph_warmup=3000, meta_lr=0.005, dims=10, noise_std=0.1, eval_every=250)
+SINUSOID = dict(heterogeneity="clusters", clusters=2, num_rounds=500, checkpoint_every=0)
+LEARNED = dict(strategy="learned-graph", graph_warmup=100, graph_reestimate_every=100)
+
+
+def laplacian_errors(seed: int, dims: int) -> dict:
+    """Phase-I LMS of every mu at once; the estimate's error at each snapshot."""
+    from flower_difmaml.config import RunConfig
+    from flower_difmaml.network.combination import closed_adjacency
+    from flower_difmaml.network.graphs import graph_of
+    from flower_difmaml.network.laplacian import estimate_laplacian, laplacian_error
+    from flower_difmaml.tasks.linear_regression import LinearRegressionTasks
+
+    config = RunConfig(seed=seed, dims=dims, **GRAPH, **LMS)
+    family = LinearRegressionTasks.from_config(config, AGENTS)
+    support = closed_adjacency(graph_of(config, AGENTS))
+    rng = np.random.default_rng([seed, dims])
+    mu = np.array(MUS)[:, None, None]
+    w = np.zeros((len(MUS), AGENTS, dims))
+    out = {}
+    for t in range(1, max(SNAPSHOTS) + 1):
+        if t % CHUNK == 1:  # draws for the next CHUNK iterations at once
+            regressors = rng.standard_normal((CHUNK, len(MUS), AGENTS, dims)) / np.sqrt(dims)
+            noise = 0.1 * rng.standard_normal((CHUNK, len(MUS), AGENTS))
+        u = regressors[(t - 1) % CHUNK]
+        error = np.einsum("ikm,ikm->ik", u, family.true_models - w) + noise[(t - 1) % CHUNK]  # d - u^T w
+        w += mu * u * error[..., None]
+        if t in SNAPSHOTS:
+            for i, m in enumerate(MUS):
+                estimate = estimate_laplacian(w[i], support)
+                out[f"{t}:{m}"] = {"laplacian_error": laplacian_error(estimate, family.laplacian),
+                                   "msd": float(np.mean(np.sum((w[i] - family.true_models) ** 2, axis=1)))}
+    return {"seed": seed, "dims": dims, "errors": out}
+
+
+def engine_run(name: str, seed: int, keys: dict, root: str) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from flower_difmaml.config import RunConfig
+    from flower_difmaml.runner.results import read_metrics
+    from flower_difmaml.runner.vectorized import run_vectorized
+
+    run_name = f"{name}-seed{seed}"
+    start = time.perf_counter()
+    summary = run_vectorized(RunConfig(seed=seed, results_dir=root, run_name=run_name, **keys), AGENTS,
+                             progress=lambda line: None)
+    lines = read_metrics(Path(root) / run_name)
+    curve = {line["round"]: line["msd"] for line in lines if "msd" in line}
+    combine = [line for line in lines if "kept-same-group" in line]
+    return {
+        "name": name, "seed": seed, "wall_s": time.perf_counter() - start, "final": summary["final"],
+        "msd_curve": curve or None,
+        "kept_same_group": float(np.mean([l["kept-same-group"] for l in combine[-100:] if l["kept-same-group"] is not None]))
+        if combine else None,
+        "byzantine_kept": float(np.mean([l["byzantine-kept"] for l in combine[-100:]])) if combine else None,
+        "graph_edges": [line["graph-edges"] for line in lines if "graph-edges" in line],
+        "last_graph_weights": next((line["graph-weights"] for line in reversed(lines) if "graph-weights" in line), None),
+    }
+
+
+def true_laplacian_file(seed: int, scale: float, root: str) -> str:
+    from flower_difmaml.config import RunConfig
+    from flower_difmaml.tasks.linear_regression import LinearRegressionTasks
+
+    config = RunConfig(seed=seed, edge_weight_scale=scale, **GRAPH, **LMS, **TWO_PHASE)
+    path = Path(root) / f"true-L-seed{seed}-x{scale:g}.npy"
+    np.save(path, LinearRegressionTasks.from_config(config, AGENTS).laplacian)
+    return str(path)
+
+
+def study_runs(study: str, seeds: list[int], root: str) -> list[tuple[str, int, dict]]:
+    runs = []
+    for seed in seeds:
+        if study == "two-phase":
+            for scale in (10.0, 1.0):
+                common = dict(**GRAPH, **LMS, **TWO_PHASE, edge_weight_scale=scale)
+                tag = f"x{scale:g}"
+                runs += [
+                    (f"non-coop-{tag}", seed, dict(strategy="non-coop", **common)),
+                    (f"consensus-{tag}", seed, dict(strategy="dif-maml", combination="metropolis", **common)),
+                    (f"true-L-{tag}", seed, dict(strategy="learned-graph", graph_form="ggl",
+                                                 graph_laplacian=true_laplacian_file(seed, scale, root), **common)),
+                    (f"learned-laplacian-{tag}", seed, dict(strategy="learned-graph", **common)),
+                    (f"learned-ggl-{tag}", seed, dict(strategy="learned-graph", graph_form="ggl", **common)),
+                ]
+        elif study == "clusters":
+            runs += [
+                ("learned-laplacian", seed, dict(**LEARNED, **SINUSOID)),
+                ("learned-ggl", seed, dict(**LEARNED, graph_form="ggl", **SINUSOID)),
+                ("dif-maml", seed, dict(**SINUSOID)),
+                ("non-coop", seed, dict(strategy="non-coop", **SINUSOID)),
+                ("resilient-fresh", seed, dict(combination="resilient", resilient_score="fresh", **SINUSOID)),
+            ]
+        else:  # byzantine
+            attack = dict(byzantine="2,7", attack="random", **SINUSOID)
+            runs += [
+                ("resilient-fresh", seed, dict(combination="resilient", resilient_score="fresh", **attack)),
+                ("non-coop", seed, dict(strategy="non-coop", **attack)),
+                ("dif-maml", seed, dict(**attack)),
+            ]
+    return runs
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.4g} ± {np.std(values):.2g}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", choices=("laplacian", "two-phase", "clusters", "byzantine"))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as root, ProcessPoolExecutor(args.workers) as pool:
+        if args.study == "laplacian":
+            jobs = [pool.submit(laplacian_errors, seed, dims) for seed in seeds for dims in DIMS]
+        else:
+            jobs = [pool.submit(engine_run, name, seed, keys, root) for name, seed, keys in study_runs(args.study, seeds, root)]
+        results = [job.result() for job in jobs]
+    path = RESULTS / f"learned_graph-{args.study}.json"
+    path.write_text(json.dumps({"benchmark": __doc__.splitlines()[0], "study": args.study, "seeds": seeds,
+                                "wall_s": time.perf_counter() - start, "results": results}, indent=1) + "\n")
+    print(f"wrote {path}")
+    print(table(args.study, results))
+
+
+def table(study: str, results: list[dict]) -> str:
+    if study == "laplacian":
+        lines = ["| M | " + " | ".join(f"μ = {m} ({t // 1000}k it.)" for t in SNAPSHOTS for m in MUS) + " |",
+                 "|---|" + "---|" * (len(MUS) * len(SNAPSHOTS))]
+        for dims in DIMS:
+            cells = [mean_std([r["errors"][f"{t}:{m}"]["laplacian_error"] for r in results if r["dims"] == dims])
+                     for t in SNAPSHOTS for m in MUS]
+            lines.append(f"| {dims} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+    names = list(dict.fromkeys(r["name"] for r in results))
+    keys = {"two-phase": ("msd-db", "laplacian-error"), "clusters": ("own-mse-1", "full-mse-1"),
+            "byzantine": ("own-mse-1", "full-mse-1")}[study]
+    extra = {"two-phase": (), "clusters": ("kept_same_group",), "byzantine": ("kept_same_group", "byzantine_kept")}[study]
+    lines = ["| run | " + " | ".join(keys + extra) + " |", "|---|" + "---|" * (len(keys) + len(extra))]
+    for name in names:
+        rows = [r for r in results if r["name"] == name]
+        cells = [mean_std([r["final"][k] for r in rows]) if all(k in r["final"] for r in rows) else "–" for k in keys]
+        cells += [mean_std([r[k] for r in rows]) if all(r[k] is not None for r in rows) else "–" for k in extra]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
