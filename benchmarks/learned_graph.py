@@ -92,13 +92,17 @@ def engine_run(name: str, seed: int, keys: dict, root: str) -> dict:
 
     run_name = f"{name}-seed{seed}"
     start = time.perf_counter()
-    summary = run_vectorized(RunConfig(seed=seed, results_dir=root, run_name=run_name, **keys), AGENTS,
-                             progress=lambda line: None)
+    try:
+        final = run_vectorized(RunConfig(seed=seed, results_dir=root, run_name=run_name, **keys), AGENTS,
+                               progress=lambda line: None)["final"]
+        stopped = None
+    except RuntimeError as error:  # the models diverged to NaN/Inf: the round loop stops the run
+        final, stopped = {}, str(error)
     lines = read_metrics(Path(root) / run_name)
     curve = {line["round"]: line["msd"] for line in lines if "msd" in line}
     combine = [line for line in lines if "kept-same-group" in line]
     return {
-        "name": name, "seed": seed, "wall_s": time.perf_counter() - start, "final": summary["final"],
+        "name": name, "seed": seed, "wall_s": time.perf_counter() - start, "final": final, "stopped": stopped,
         "msd_curve": curve or None,
         "kept_same_group": float(np.mean([l["kept-same-group"] for l in combine[-100:] if l["kept-same-group"] is not None]))
         if combine else None,
@@ -192,7 +196,8 @@ def table(study: str, results: list[dict]) -> str:
     lines = ["| run | " + " | ".join(keys + extra) + " |", "|---|" + "---|" * (len(keys) + len(extra))]
     for name in names:
         rows = [r for r in results if r["name"] == name]
-        cells = [mean_std([r["final"][k] for r in rows]) if all(k in r["final"] for r in rows) else "–" for k in keys]
+        cells = [mean_std([r["final"][k] for r in rows]) if all(k in r["final"] for r in rows)
+                 else f"diverged in {sum(r['stopped'] is not None for r in rows)} of {len(rows)}" for k in keys]
         cells += [mean_std([r[k] for r in rows]) if all(r[k] is not None for r in rows) else "–" for k in extra]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
