@@ -74,17 +74,19 @@ def graph_form(estimate: sp.sparray, form: str) -> sp.csc_array:
     return sp.csc_array(estimate) if form == "ggl" else laplacian_of_positive_weights(estimate)
 
 
-def largest_eigenvalue(laplacian: sp.sparray) -> float:
-    """lambda_max of a symmetric matrix."""
+def extreme_eigenvalues(laplacian: sp.sparray) -> tuple[float, float]:
+    """(lambda_min, lambda_max) of a symmetric matrix. With lambda_min < 0 (an estimated ggl
+    can be indefinite) I - c L has an eigenvalue above 1 for every c > 0: no step is stable."""
     dense = laplacian.toarray() if sp.issparse(laplacian) else np.asarray(laplacian)
-    return float(np.linalg.eigvalsh(dense)[-1]) if len(dense) else 0.0
+    values = np.linalg.eigvalsh(dense)
+    return float(values[0]), float(values[-1])
 
 
 def multitask_step(laplacian: sp.sparray, meta_lr: float, eta: float, step: float) -> float:
     """c = mu' eta of W <- (I - c L) Psi: ``meta_lr * eta`` for ``eta`` > 0 (key graph-eta, the
     paper's), which must be stable, c <= 2 / lambda_max(L); for ``eta`` = 0, ``step`` (key
     graph-step) of that range: c = step * 2 / lambda_max(L) (0 where L = 0)."""
-    lam = largest_eigenvalue(laplacian)
+    lam = extreme_eigenvalues(laplacian)[1]
     if eta <= 0:
         return step * 2.0 / lam if lam > 0 else 0.0
     c = meta_lr * eta

@@ -28,7 +28,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ..network.laplacian import estimate_laplacian, graph_form, largest_eigenvalue, multitask_combination, multitask_step
+from ..network.laplacian import (
+    estimate_laplacian, extreme_eigenvalues, graph_form, multitask_combination, multitask_step,
+)
 from .diffusion import DifMAML
 
 
@@ -83,16 +85,20 @@ class LearnedGraph(DifMAML):
 
     def round_metrics(self, round_: int) -> dict:
         """On an estimate's round: its edges (l < k, learned weight -L_hat_kl > 0), the weight of
-        every pair of neighbours [l, k, -L_hat_kl], the step c and lambda_max of L."""
+        every pair of neighbours [l, k, -L_hat_kl], the step c, and lambda_min and lambda_max of
+        the L it combines with (lambda_min < 0: the multitask step is unstable, see
+        ``extreme_eigenvalues``)."""
         if self.estimated_at != round_:
             return {}
         upper = sp.triu(self.estimate, k=1).tocoo()
         weights = [[int(l), int(k), float(-v)] for l, k, v in zip(upper.row, upper.col, upper.data)]
+        lambda_min, lambda_max = extreme_eigenvalues(graph_form(self.estimate, self.form))
         return {
             "graph-edges": sum(w > 0 for _, _, w in weights),
             "graph-weights": weights,
             "graph-step": self.graph_step,
-            "graph-lambda-max": largest_eigenvalue(graph_form(self.estimate, self.form)),
+            "graph-lambda-min": lambda_min,
+            "graph-lambda-max": lambda_max,
         }
 
     def artifacts(self) -> dict[str, np.ndarray]:
