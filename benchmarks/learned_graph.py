@@ -10,7 +10,8 @@
     100,000 (LMS converges in about M / mu iterations here), and ``laplacian_error`` against
     the true L, for M in {50, ..., 800}, mu in {0.2, 0.1, 0.05, 0.01}.
 (b) ``two-phase``: the same graph, through the vectorised engine: LMS (inner-steps 0, one
-    sample a round, u ~ N(0, I_10), noise-std 0.1, meta-lr 0.005, i.e. an LMS step of 0.01)
+    sample a round, u ~ N(0, I_100), noise-std 0.1, meta-lr 0.0025, i.e. an LMS step of 0.005;
+    M = 100 because at M = 10 every ggl estimate was indefinite)
     for 6000 rounds, the switch after 3000: non-coop, consensus (dif-maml, Metropolis),
     multitask with the true L (``graph-laplacian``, form ggl), learned-graph (forms laplacian
     and ggl), all with graph-step 0.5; edge weights x10 and x1. MSD vs round.
@@ -47,7 +48,7 @@ NOISE_STD = 0.1**0.5  # v ~ N(0, 0.1): the steady-state iterates' noise (mu 0.1 
 CHUNK = 200  # LMS iterations drawn at once
 LMS = dict(task="linear-regression", heterogeneity="gmrf", inner_steps=0, tasks_per_agent=1, shots=1, queries=1,
            eval_tasks=1, eval_inner_steps=1, checkpoint_every=0)
-TWO_PHASE = dict(num_rounds=6000, graph_warmup=3000, meta_lr=0.005, dims=10, noise_std=0.1, eval_every=250)
+TWO_PHASE = dict(num_rounds=6000, graph_warmup=3000, meta_lr=0.0025, dims=100, noise_std=0.1, eval_every=250)
 SINUSOID = dict(heterogeneity="clusters", clusters=2, num_rounds=500, checkpoint_every=0)
 LEARNED = dict(strategy="learned-graph", graph_warmup=100, graph_reestimate_every=100)
 
@@ -86,7 +87,7 @@ def engine_run(name: str, seed: int, keys: dict, root: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from flower_difmaml.config import RunConfig
+    from flower_difmaml.config import ConfigError, RunConfig
     from flower_difmaml.runner.results import read_metrics
     from flower_difmaml.runner.vectorized import run_vectorized
 
@@ -96,7 +97,7 @@ def engine_run(name: str, seed: int, keys: dict, root: str) -> dict:
         final = run_vectorized(RunConfig(seed=seed, results_dir=root, run_name=run_name, **keys), AGENTS,
                                progress=lambda line: None)["final"]
         stopped = None
-    except RuntimeError as error:  # the models diverged to NaN/Inf: the round loop stops the run
+    except (RuntimeError, ConfigError) as error:  # diverged to NaN/Inf, or an indefinite ggl refused
         final, stopped = {}, str(error)
     lines = read_metrics(Path(root) / run_name)
     curve = {line["round"]: line["msd"] for line in lines if "msd" in line}

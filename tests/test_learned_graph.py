@@ -216,3 +216,9 @@ def test_a_known_task_graph_replaces_the_estimate_and_is_checked(tmp_path: Path)
         set_up_run(RunConfig(graph_laplacian=str(tmp_path / "bad.npy"), **keys), 5)
     with pytest.raises(ConfigError, match=r"^graph-laplacian: .*missing\.npy: cannot read"):
         set_up_run(RunConfig(graph_laplacian=str(tmp_path / "missing.npy"), **keys), 5)
+
+
+def test_an_indefinite_task_graph_is_refused_naming_the_key() -> None:
+    indefinite = sp.csc_array([[1.0, 2.0], [2.0, 1.0]])  # eigenvalues -1 and 3
+    with pytest.raises(ConfigError, match=r"^graph-form: the task graph's L has lambda_min = -1 < 0"):
+        multitask_step(indefinite, meta_lr=0.1, eta=0.0, step=0.5)
