@@ -198,7 +198,7 @@ def table(study: str, results: list[dict]) -> str:
     for name in names:
         rows = [r for r in results if r["name"] == name]
         cells = [mean_std([r["final"][k] for r in rows]) if all(k in r["final"] for r in rows)
-                 else f"diverged in {sum(r['stopped'] is not None for r in rows)} of {len(rows)}" for k in keys]
+                 else f"stopped in {sum(r['stopped'] is not None for r in rows)} of {len(rows)}" for k in keys]
         cells += [mean_std([r[k] for r in rows]) if all(r[k] is not None for r in rows) else "–" for k in extra]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
