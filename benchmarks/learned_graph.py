@@ -156,6 +156,18 @@ def study_runs(study: str, seeds: list[int], root: str) -> list[tuple[str, int, 
     return runs
 
 
+def same_over_cross_group_weight(result: dict) -> float | None:
+    """Mean learned positive weight of pairs inside a cluster over that of pairs across
+    (the last estimate of a clusters run; groups floor(2k / N))."""
+    weights = result["last_graph_weights"]
+    if not weights:
+        return None
+    group = {k: 2 * k // AGENTS for k in range(AGENTS)}
+    same = [max(0.0, w) for l, k, w in weights if group[l] == group[k]]
+    cross = [max(0.0, w) for l, k, w in weights if group[l] != group[k]]
+    return float(np.mean(same) / np.mean(cross)) if same and cross and np.mean(cross) > 0 else None
+
+
 def mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.4g} ± {np.std(values):.2g}"
 
@@ -165,7 +177,12 @@ def main() -> None:
     parser.add_argument("study", choices=("laplacian", "two-phase", "clusters", "byzantine"))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--table", action="store_true", help="print the tables of the results file only")
     args = parser.parse_args()
+    path = RESULTS / f"learned_graph-{args.study}.json"
+    if args.table:
+        print(table(args.study, json.loads(path.read_text())["results"]))
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as root, ProcessPoolExecutor(args.workers) as pool:
@@ -174,7 +191,6 @@ def main() -> None:
         else:
             jobs = [pool.submit(engine_run, name, seed, keys, root) for name, seed, keys in study_runs(args.study, seeds, root)]
         results = [job.result() for job in jobs]
-    path = RESULTS / f"learned_graph-{args.study}.json"
     path.write_text(json.dumps({"benchmark": __doc__.splitlines()[0], "study": args.study, "seeds": seeds,
                                 "wall_s": time.perf_counter() - start, "results": results}, indent=1) + "\n")
     print(f"wrote {path}")
@@ -193,7 +209,10 @@ def table(study: str, results: list[dict]) -> str:
     names = list(dict.fromkeys(r["name"] for r in results))
     keys = {"two-phase": ("msd-db", "laplacian-error"), "clusters": ("own-mse-1", "full-mse-1"),
             "byzantine": ("own-mse-1", "full-mse-1")}[study]
-    extra = {"two-phase": (), "clusters": ("kept_same_group",), "byzantine": ("kept_same_group", "byzantine_kept")}[study]
+    extra = {"two-phase": (), "clusters": ("kept_same_group", "same_over_cross_group_weight"),
+             "byzantine": ("kept_same_group", "byzantine_kept")}[study]
+    for r in results:
+        r["same_over_cross_group_weight"] = same_over_cross_group_weight(r) if study == "clusters" else None
     lines = ["| run | " + " | ".join(keys + extra) + " |", "|---|" + "---|" * (len(keys) + len(extra))]
     for name in names:
         rows = [r for r in results if r["name"] == name]
