@@ -25,6 +25,7 @@ Seeds 0-2; mean and std over seeds. Writes benchmarks/results/learned_graph-<stu
 prints the markdown tables of benchmarks/learned_graph.md.
 
     python benchmarks/learned_graph.py laplacian|two-phase|clusters|byzantine [--seeds 0,1,2] [--workers 2]
+        [--graph-eta 0.1] [--table]
 """
 
 from __future__ import annotations
@@ -180,8 +181,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--table", action="store_true", help="print the tables of the results file only")
+    parser.add_argument("--graph-eta", type=float, default=GRAPH_ETA, help="(b): eta of the multitask runs")
     args = parser.parse_args()
-    path = RESULTS / f"learned_graph-{args.study}.json"
+    global GRAPH_ETA
+    GRAPH_ETA = args.graph_eta
+    suffix = "" if args.graph_eta == 0.1 else f"-eta{args.graph_eta:g}"
+    path = RESULTS / f"learned_graph-{args.study}{suffix}.json"
     if args.table:
         print(table(args.study, json.loads(path.read_text())["results"]))
         return
