@@ -176,6 +176,7 @@ def mean_std(values: list[float]) -> str:
 
 
 def main() -> None:
+    global GRAPH_ETA
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", choices=("laplacian", "two-phase", "clusters", "byzantine"))
     parser.add_argument("--seeds", default="0,1,2")
@@ -183,7 +184,6 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the tables of the results file only")
     parser.add_argument("--graph-eta", type=float, default=GRAPH_ETA, help="(b): eta of the multitask runs")
     args = parser.parse_args()
-    global GRAPH_ETA
     GRAPH_ETA = args.graph_eta
     suffix = "" if args.graph_eta == 0.1 else f"-eta{args.graph_eta:g}"
     path = RESULTS / f"learned_graph-{args.study}{suffix}.json"
