@@ -213,18 +213,24 @@ def table(study: str, results: list[dict]) -> str:
                      for t in SNAPSHOTS for m in MUS]
             lines.append(f"| {dims} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
+    if study == "two-phase":  # MSD in dB just before the switch and at the end, from each run's curve
+        for r in results:
+            curve = {int(k): v for k, v in (r["msd_curve"] or {}).items()}
+            for at in (TWO_PHASE["graph_warmup"], TWO_PHASE["num_rounds"]):
+                r[f"msd_db_at_{at}"] = 10 * np.log10(curve[at]) if at in curve else None
     names = list(dict.fromkeys(r["name"] for r in results))
     keys = {"two-phase": ("msd-db", "laplacian-error"), "clusters": ("own-mse-1", "full-mse-1"),
             "byzantine": ("own-mse-1", "full-mse-1")}[study]
-    extra = {"two-phase": (), "clusters": ("kept_same_group", "same_over_cross_group_weight"),
+    extra = {"two-phase": (f"msd_db_at_{TWO_PHASE['graph_warmup']}",), "clusters": ("kept_same_group", "same_over_cross_group_weight"),
              "byzantine": ("kept_same_group", "byzantine_kept")}[study]
     for r in results:
         r["same_over_cross_group_weight"] = same_over_cross_group_weight(r) if study == "clusters" else None
     lines = ["| run | " + " | ".join(keys + extra) + " |", "|---|" + "---|" * (len(keys) + len(extra))]
     for name in names:
         rows = [r for r in results if r["name"] == name]
+        stopped = sum(r.get("stopped") is not None for r in rows)
         cells = [mean_std([r["final"][k] for r in rows]) if all(k in r["final"] for r in rows)
-                 else f"stopped in {sum(r['stopped'] is not None for r in rows)} of {len(rows)}" for k in keys]
+                 else f"stopped in {stopped} of {len(rows)}" if stopped else "–" for k in keys]
         cells += [mean_std([r[k] for r in rows]) if all(r[k] is not None for r in rows) else "–" for k in extra]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
