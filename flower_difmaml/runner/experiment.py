@@ -141,7 +141,8 @@ def run_experiment(
         if every and (round_ % every == 0 or round_ == config.num_rounds):
             save_checkpoint(run_dir, Checkpoint(round_, strategy.state(), agents.optimizer_states()))
 
-    progress(f"flower-difmaml: {config.strategy} on {num_agents} agents ({config.topology}, {config.combination}), "
+    weights = "the learned task graph" if config.strategy == "learned-graph" else config.combination
+    progress(f"flower-difmaml: {config.strategy} on {num_agents} agents ({config.topology}, {weights}), "
              f"results in {run_dir}")
     if setup.byzantine:
         progress(f"flower-difmaml: Byzantine agents {sorted(setup.byzantine)} ({config.attack} attack, "
