@@ -160,12 +160,12 @@ def peak_memory_gb(num_agents: int, device: str) -> float:
 
 
 def main() -> None:
+    global TOPOLOGY
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", default="10,100,1000")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--topology", default=TOPOLOGY)
     args = parser.parse_args()
-    global TOPOLOGY
     TOPOLOGY = args.topology
     rows = []
     for n in (int(a) for a in args.agents.split(",")):
