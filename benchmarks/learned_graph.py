@@ -165,7 +165,9 @@ def same_over_cross_group_weight(result: dict) -> float | None:
     weights = result["last_graph_weights"]
     if not weights:
         return None
-    group = {k: 2 * k // AGENTS for k in range(AGENTS)}
+    from flower_difmaml.tasks.base import cluster_groups
+
+    group = cluster_groups("clusters", AGENTS, SINUSOID["clusters"])
     same = [max(0.0, w) for l, k, w in weights if group[l] == group[k]]
     cross = [max(0.0, w) for l, k, w in weights if group[l] != group[k]]
     return float(np.mean(same) / np.mean(cross)) if same and cross and np.mean(cross) > 0 else None

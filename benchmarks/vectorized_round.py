@@ -43,6 +43,7 @@ from torch.func import grad, grad_and_value, vmap
 
 from flower_difmaml.config import RunConfig
 from flower_difmaml.learner import MetaLearner
+from flower_difmaml.network.combination import DENSE_PRODUCT_DENSITY
 from flower_difmaml.runner.experiment import build_network
 from flower_difmaml.runner.results import read_metrics
 from flower_difmaml.runner.vectorized import run_vectorized
@@ -114,7 +115,7 @@ def bare_round_s(num_agents: int, device: str) -> float:
     where = torch.device("cuda" if device == "cuda" else "cpu")
     learner = MetaLearner.from_config(config("", 1, device), num_agents)
     _, A = build_network(learner.config, num_agents)
-    if A.nnz > 0.05 * num_agents**2:  # as network.combination.combine: dense above 5% density
+    if A.nnz > DENSE_PRODUCT_DENSITY * num_agents**2:  # as network.combination.combine
         combine = torch.as_tensor(A.toarray().T, dtype=torch.float32, device=where)
     else:
         At = A.T.tocsr()

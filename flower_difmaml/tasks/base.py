@@ -53,6 +53,13 @@ def cluster_of(agent: int, num_agents: int, clusters: int) -> int:
     return agent * clusters // num_agents
 
 
+def cluster_groups(heterogeneity: str, num_agents: int, clusters: int) -> tuple[int, ...] | None:
+    """Each agent's group with heterogeneity ``clusters`` (a family's ``groups``), else None."""
+    if heterogeneity != "clusters":
+        return None
+    return tuple(cluster_of(k, num_agents, clusters) for k in range(num_agents))
+
+
 def check_clusters(clusters: int, num_agents: int) -> None:
     if not 1 <= clusters <= num_agents:
         raise ConfigError(f"clusters: {clusters} out of range; allowed: 1..{num_agents} (the number of agents)")

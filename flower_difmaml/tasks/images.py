@@ -35,7 +35,7 @@ from ..errors import ConfigError, check_choice
 from ..meta.maml import TaskBatch
 from ..models import Conv4
 from ..streams import DrawKey
-from .base import check_clusters, cluster_of, parse_dtype
+from .base import check_clusters, cluster_groups, cluster_of, parse_dtype
 
 ROTATIONS = 4  # classes per base class with rotations: 0, 90, 180 and 270 degrees
 SPLITS = {"train": "meta-train", "test": "meta-test"}
@@ -135,9 +135,7 @@ class FewShotImages:
     @property
     def groups(self) -> tuple[int, ...] | None:
         """Each agent's group with heterogeneity ``clusters`` (else None)."""
-        if self.heterogeneity != "clusters":
-            return None
-        return tuple(cluster_of(k, self.num_agents, self.clusters) for k in range(self.num_agents))
+        return cluster_groups(self.heterogeneity, self.num_agents, self.clusters)
 
     # -- the model and its loss ---------------------------------------------------------------
 

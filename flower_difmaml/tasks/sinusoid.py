@@ -21,7 +21,7 @@ from ..errors import check_choice
 from ..meta.maml import TaskBatch, mse_loss
 from ..models import MLP
 from ..streams import DrawKey
-from .base import check_clusters, cluster_of, parse_dtype
+from .base import check_clusters, cluster_groups, cluster_of, parse_dtype
 
 HETEROGENEITY = ("none", "amplitude", "phase", "clusters")
 EVAL_QUERY_POINTS = 100
@@ -56,9 +56,7 @@ class SinusoidTasks:
     @property
     def groups(self) -> tuple[int, ...] | None:
         """Each agent's group with heterogeneity ``clusters`` (else None)."""
-        if self.heterogeneity != "clusters":
-            return None
-        return tuple(cluster_of(k, self.num_agents, self.clusters) for k in range(self.num_agents))
+        return cluster_groups(self.heterogeneity, self.num_agents, self.clusters)
 
     def loss_fn(self, prediction: Tensor, target: Tensor) -> Tensor:
         return mse_loss(prediction, target)
