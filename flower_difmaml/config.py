@@ -47,6 +47,7 @@ class RunConfig:
     """The experiment; attribute ``inner_lr`` is run-config key ``inner-lr``, and so on."""
 
     strategy: str = field(default="dif-maml", **_choice(*STRATEGIES))
+    num_agents: int = field(default=0, **_range(0))  # Flower engine: N agents on the SuperNodes; 0: one a node
     topology: str = "erdos-renyi"  # this key and the next four are checked by network.graphs
     topology_p: float = 0.3
     topology_radius: float = 0.5

@@ -1,4 +1,4 @@
-"""ServerApp: read config -> discover agents -> check the run -> rounds -> results.
+"""ServerApp: read config -> discover the nodes and their blocks -> check the run -> rounds -> results.
 
 A config the run cannot use (a key out of range, a node that cannot build its agent, e.g.
 without the data or the CUDA device it asks for, a graph that is not connected on the agents
@@ -15,7 +15,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from .config import ConfigError, RunConfig
-from .flower.agents import FlowerAgents, discover_agents
+from .flower.agents import FlowerAgents, discover_nodes
 from .learner import MetaLearner
 from .runner.experiment import run_experiment, set_up_run
 
@@ -31,16 +31,14 @@ def _keeps_state(learner: MetaLearner) -> bool:
 def main(grid: Grid, context: Context) -> None:
     try:
         config = RunConfig.from_mapping(context.run_config)
-        node_ids = discover_agents(grid)
-        setup = set_up_run(config, len(node_ids), device="cpu")  # the nodes checked key device
+        nodes, num_agents = discover_nodes(grid)
+        setup = set_up_run(config, num_agents, device="cpu")  # the nodes checked key device
     except ConfigError as error:
         log(ERROR, "flower-difmaml: error: %s", error)
         return
     run_experiment(
         setup,
-        lambda learner: FlowerAgents(
-            grid, node_ids, config.reply_timeout, _keeps_state(learner), learner.evaluation_keys
-        ),
+        lambda learner: FlowerAgents(grid, nodes, config.reply_timeout, _keeps_state(learner)),
         progress=lambda line: log(INFO, line),
-        extra={"engine": "flower"},
+        extra={"engine": "flower", "num-nodes": len(nodes)},
     )

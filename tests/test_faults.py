@@ -17,7 +17,8 @@ from flower_difmaml.cli import main
 from flower_difmaml.runner.results import read_metrics
 from flower_difmaml.runner.vectorized import run_vectorized
 from flower_difmaml.strategies import DifMAML
-from flower_difmaml.runner.rounds import MAX_SILENT_ROUNDS, TrainReplies, checked, reply_problem, run_rounds
+from flower_difmaml.block import EvaluateReplies, TrainReplies
+from flower_difmaml.runner.rounds import MAX_SILENT_ROUNDS, checked, reply_problem, run_rounds
 
 SMALL = dict(eval_every=5, eval_tasks=4, tasks_per_agent=3, shots=5, queries=5, topology="ring")
 QUIET = dict(progress=lambda line: None)
@@ -61,15 +62,17 @@ class _FakeEngine:
     def __init__(self, all_fail: bool = False) -> None:
         self.all_fail = all_fail
 
-    def train(self, round_, plan):
+    def train(self, request):
+        plan = request.models
         if self.all_fail:
             return TrainReplies({}, {}, {}, 0.0, {k: "node went away" for k in plan})
         models = {k: m + 1.0 for k, m in plan.items()}
         models[1] = np.full_like(plan[1], np.nan)
         return TrainReplies(models, {k: 1 for k in plan}, {k: 0.5 for k in plan}, 0.0)
 
-    def evaluate(self, round_, models, steps):
-        return {s: np.ones((len(models), len(steps))) for s in ("full", "own")}
+    def evaluate(self, request):
+        curves = {k: np.ones(len(request.steps)) for k in request.models}
+        return EvaluateReplies({f"{s}-mse": curves for s in ("full", "own")})
 
 
 class _Recorder:

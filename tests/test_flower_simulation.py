@@ -22,7 +22,7 @@ from flower_difmaml.learner import MetaLearner
 from flower_difmaml.cli import run_in_flower
 from flower_difmaml.flower.simulation import run_flower_simulation
 from flower_difmaml.server_app import app as server_app
-from flower_difmaml.flower.records import model_record, model_vector
+from flower_difmaml.flower import codec
 from flower_difmaml.cli import main
 from flower_difmaml.runner.results import read_metrics
 from flower_difmaml.runner.vectorized import run_vectorized
@@ -168,7 +168,8 @@ def _nan_from_agent_1() -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         reply = client_app.train(msg, context)
         if int(context.node_config["partition-id"]) == 1:
-            reply.content["model"] = model_record(np.full(model_vector(reply.content["model"]).shape, np.nan))
+            models = codec.rows_of(reply.content[codec.MODELS], codec.MODELS)
+            reply.content[codec.MODELS] = codec.rows_record({k: np.full_like(v, np.nan) for k, v in models.items()})
         return reply
 
     return app
@@ -225,4 +226,4 @@ def test_a_node_without_the_asked_device_stops_the_run_before_training(tmp_path:
     assert not (tmp_path / "no-gpu").exists()
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and errors[0].startswith("flower-difmaml: error: device: 'cuda:99'"), errors
-    assert "(on the node of agent " in errors[0]
+    assert "(on the node of partition " in errors[0]

@@ -23,6 +23,7 @@ LAYERS = (
     ("tasks",),
     ("config",),
     ("learner", "strategies"),
+    ("block",),
     ("runner",),
     ("flower",),
     ("client_app", "server_app"),

@@ -12,7 +12,8 @@ import torch
 from flower_difmaml.config import ConfigError, RunConfig
 from flower_difmaml.learner import MetaLearner
 from flower_difmaml.cli import main, parse_overrides
-from flower_difmaml.runner.vectorized import VectorizedAgents, run_vectorized
+from flower_difmaml.block import TrainRequest
+from flower_difmaml.runner.vectorized import all_agents, run_vectorized
 
 TINY = dict(num_rounds=3, eval_every=2, eval_tasks=3, tasks_per_agent=2, shots=4, queries=4, topology="ring")
 
@@ -30,11 +31,11 @@ def test_layout_round_trips_stacked_parameters() -> None:
 def test_vectorized_step_equals_per_agent_steps_with_adam() -> None:
     config = RunConfig(meta_optimizer="adam", meta_lr=0.01, **TINY)
     learner = MetaLearner.from_config(config, 3)
-    engine = VectorizedAgents(learner)
+    engine = all_agents(learner)
     start = np.tile(learner.initial_vector(), (3, 1))
     states = [{} for _ in range(3)]
     for round_ in (1, 2):
-        replies = engine.train(round_, {k: start[k] for k in range(3)})
+        replies = engine.train(TrainRequest(round_, {k: start[k] for k in range(3)}))
         for k in range(3):
             params, states[k], loss = learner.train_step(learner.layout.params(start[k]), states[k], k, round_)
             np.testing.assert_allclose(replies.models[k], learner.layout.vector(params), rtol=1e-12, atol=1e-14)

@@ -1,6 +1,6 @@
 """Command line ``flower-difmaml`` (also ``python -m flower_difmaml``)::
 
-    flower-difmaml run --engine vectorized|flower [--num-agents N] -c "key=value ..."
+    flower-difmaml run --engine vectorized|flower [--num-agents N] [--nodes M] -c "key=value ..."
     flower-difmaml check [--num-agents N] -c "key=value ..."   (validate only: writes nothing)
     flower-difmaml compare --strategies dif-maml,fedavg-maml,non-coop --seeds 0,1,2 [-c ...]
     flower-difmaml report <folder>
@@ -26,9 +26,10 @@ from ..runner.experiment import set_up_run
 from ..runner.vectorized import run_vectorized
 
 
-def run_in_flower(config: RunConfig, num_agents: int) -> None:
-    """This app in Flower's simulation engine, in this process (one Ray actor per core)."""
-    run_flower_simulation(config, num_agents, server_app.app, client_app.app)
+def run_in_flower(config: RunConfig, num_agents: int, num_nodes: int = 0) -> None:
+    """This app in Flower's simulation engine, in this process (one Ray actor per core), on
+    ``num_nodes`` SuperNodes that host a block of the agents each (0: one agent a node)."""
+    run_flower_simulation(config, num_agents, server_app.app, client_app.app, num_nodes=num_nodes)
 
 
 def run_in_process(config: RunConfig, num_agents: int) -> None:
@@ -58,16 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_command = commands.add_parser("run", help="run one config")
     run_command.add_argument("--engine", choices=list(ENGINES), default="vectorized")
-    run_command.add_argument("--num-agents", type=int, default=10)
+    run_command.add_argument("--num-agents", type=int, default=None, help="N (default: key num-agents, else 10)")
+    run_command.add_argument("--nodes", type=int, default=0, help="flower engine: M SuperNodes hosting N/M agents each")
     run_command.add_argument("-c", "--run-config", default="", help='overrides, e.g. "strategy=\'non-coop\' num-rounds=100"')
     check_command = commands.add_parser("check", help="validate a config: keys, graph, matrix, results folder (no Ray)")
-    check_command.add_argument("--num-agents", type=int, default=10)
+    check_command.add_argument("--num-agents", type=int, default=None)
     check_command.add_argument("-c", "--run-config", default="")
     compare_command = commands.add_parser("compare", help="several strategies x seeds, one table and plots")
     compare_command.add_argument("--strategies", default="dif-maml,fedavg-maml,non-coop")
     compare_command.add_argument("--seeds", default="0,1,2")
     compare_command.add_argument("--engine", choices=list(ENGINES), default="flower")
-    compare_command.add_argument("--num-agents", type=int, default=10)
+    compare_command.add_argument("--num-agents", type=int, default=None)
+    compare_command.add_argument("--nodes", type=int, default=0, help="flower engine: M SuperNodes hosting N/M agents each")
     compare_command.add_argument("--out", default="", help="folder (default: <results-dir>/compare-<UTC time>)")
     compare_command.add_argument("-c", "--run-config", default="")
     report_command = commands.add_parser("report", help="redraw a comparison's table and plots")
@@ -82,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stop-superlink":
             return _stop_superlink()
         config = RunConfig.from_mapping({**RunConfig().to_mapping(), **parse_overrides(args.run_config)})
-        if args.num_agents < 1:
-            raise ConfigError(f"num-agents: {args.num_agents} out of range; allowed: >= 1")
+        args.num_agents = _num_agents(args, config)
         if args.command == "check":
             return _check(config, args.num_agents)
         if args.command == "compare":
@@ -91,11 +93,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.engine == "vectorized":
             run_vectorized(config, args.num_agents)
         else:
-            run_in_flower(config, args.num_agents)
+            run_in_flower(config, args.num_agents, args.nodes)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _num_agents(args: argparse.Namespace, config: RunConfig) -> int:
+    """N: ``--num-agents``, else key ``num-agents``, else 10; and M (``--nodes``) checked against it."""
+    num_agents = args.num_agents if args.num_agents is not None else (config.num_agents or 10)
+    if num_agents < 1:
+        raise ConfigError(f"num-agents: {num_agents} out of range; allowed: >= 1")
+    if config.num_agents and config.num_agents != num_agents:
+        raise ConfigError(f"num-agents: --num-agents {num_agents} and key num-agents = {config.num_agents} differ")
+    nodes = getattr(args, "nodes", 0)
+    if nodes < 0 or nodes > num_agents:
+        raise ConfigError(f"nodes: {nodes} SuperNodes for {num_agents} agents; allowed: 1..{num_agents}, or 0 (one per agent)")
+    if nodes and getattr(args, "engine", "flower") == "vectorized":
+        raise ConfigError("nodes: only with --engine flower (the vectorised engine runs every agent in this process)")
+    return num_agents
 
 
 def _check(config: RunConfig, num_agents: int) -> int:
@@ -132,7 +149,10 @@ def _compare(args: argparse.Namespace, config: RunConfig) -> int:
         config.replace(seed=seed)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = Path(args.out or Path(config.results_dir) / f"compare-{stamp}").expanduser().resolve()
-    failed = compare(config, strategies, seeds, folder, num_agents=args.num_agents, run=ENGINES[args.engine])
+    engine = ENGINES[args.engine]
+    if args.nodes:
+        engine = lambda config, num_agents: run_in_flower(config, num_agents, args.nodes)  # noqa: E731
+    failed = compare(config, strategies, seeds, folder, num_agents=args.num_agents, run=engine)
     print(f"comparison written to {folder}")
     return 1 if failed else 0
 

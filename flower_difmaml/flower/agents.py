@@ -1,29 +1,42 @@
-"""Agents reached through Flower messages (thin: encode, send, decode).
+"""The agents' blocks reached through Flower messages (thin: split, encode, send, decode, merge).
+
+Node m hosts a contiguous block of the agents (``block.block_agents``); a request for some
+agents becomes one message a node, with its agents' part, and the replies are merged. A
+node's error reply, no reply within ``reply-timeout``, or a reply that cannot be decoded
+fails all its asked agents for that message; the round loop goes on without them.
+
+A node that went away and came back (a restarted SuperNode with the same ``partition-id``,
+under a new node id or the old one) takes its agents back at the next round: before each
+training exchange after a failure, nodes not seen before are asked who they are. A
+restarted node has lost its agents' meta-optimizer states; where this side keeps them (a
+checkpointing run with a stateful meta-optimizer), they are sent back with the agents'
+next training message, so their Adam moments go on from their last reply; otherwise the
+agents start again from the initial state.
 
 Replies are pulled with a short exponential back-off (1 ms up to 20 ms) instead of the
 grid's fixed 0.1 s sleep, so a round costs the engine's pick-up plus the agents' compute.
-An error reply, no reply within ``reply-timeout``, or a reply that cannot be decoded makes
-the agent a failed one for that message; the round loop goes on without it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
-import numpy as np
-import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from ..errors import ConfigError
-from ..runner.rounds import CombineReplies, TrainReplies
-from ..strategies.base import CombineRequest
-from .records import (
-    COMBINE, NEIGHBOURS, OPTIMIZER_STATE, PROBLEM, RUNNING_LOSSES, model_record, model_vector, models_record,
+from ..block import (
+    CombineReplies, CombineRequest, EvaluateReplies, EvaluateRequest, OptimizerStates, TrainReplies, TrainRequest,
 )
+from ..errors import ConfigError
+from . import codec
 
-DISCOVERY_TIMEOUT = 120.0  # seconds to wait for every agent's node to connect
+DISCOVERY_TIMEOUT = 120.0  # seconds to wait for every node to connect
+REDISCOVERY_TIMEOUT = 10.0  # seconds to wait for new nodes to say who they are, after a failure
+
+Part = TypeVar("Part")
 
 
 def exchange(grid: Grid, messages: list[Message], timeout: float) -> dict[int, Message]:
@@ -53,150 +66,182 @@ def exchange(grid: Grid, messages: list[Message], timeout: float) -> dict[int, M
     return replies
 
 
-def discover_agents(grid: Grid, timeout: float = DISCOVERY_TIMEOUT) -> list[int]:
-    """Node ids in agent order: ask every node its ``partition-id`` once (a query message).
+@dataclass(frozen=True)
+class Node:
+    """A SuperNode and the agents it hosts."""
 
-    Waits until ``num-partitions`` distinct agents have answered; two nodes claiming one
-    partition, nodes that disagree on ``num-partitions``, and a node that cannot build its
-    agent (its ``problem``: no data, no such device) are ConfigErrors.
+    node_id: int
+    agents: range
+
+
+def identify(grid: Grid, node_ids: list[int], timeout: float) -> dict[int, codec.NodeIdentity]:
+    """Ask each node who it is (a query message); node id -> its answer, for those that answered."""
+    messages = [Message(RecordDict(), n, MessageType.QUERY) for n in node_ids]
+    answers = {}
+    for i, reply in exchange(grid, messages, timeout).items():
+        node_id = messages[i].metadata.dst_node_id
+        if reply.has_error():
+            raise RuntimeError(f"node {node_id} failed to identify: {reply.error.reason}")
+        answers[node_id] = codec.decode_identity(reply.content)
+    return answers
+
+
+def discover_nodes(grid: Grid, timeout: float = DISCOVERY_TIMEOUT) -> tuple[list[Node], int]:
+    """The nodes in partition order and the number of agents N they host together.
+
+    Waits until ``num-partitions`` distinct partitions have answered. Nodes that disagree
+    on ``num-partitions`` or on N, two nodes claiming one partition, a partition id out of
+    range, and a node that cannot host its block (its ``problem``: more nodes than agents,
+    no data, no such device) are ConfigErrors, raised before any training message.
     """
     deadline = time.monotonic() + timeout
-    agents: dict[int, int] = {}
+    nodes: dict[int, Node] = {}
     asked: set[int] = set()
-    expected: set[int] = set()
+    counts: set[tuple[int, int]] = set()
     while time.monotonic() < deadline:
         new = [n for n in grid.get_node_ids() if n not in asked]
-        messages = [Message(RecordDict(), n, MessageType.QUERY) for n in new]
         asked.update(new)
-        for i, reply in exchange(grid, messages, max(1.0, deadline - time.monotonic())).items():
-            node_id = messages[i].metadata.dst_node_id
-            if reply.has_error():
-                raise RuntimeError(f"node {node_id} failed to identify: {reply.error.reason}")
-            record = reply.content["agent"]
-            agent, count = int(record["partition-id"]), int(record["num-partitions"])
-            if PROBLEM in record:
-                raise ConfigError(f"{record[PROBLEM]} (on the node of agent {agent})")
-            expected.add(count)
-            if len(expected) > 1:
-                raise ConfigError(f"num-partitions: nodes disagree on the number of agents: {sorted(expected)}")
-            if agent in agents:
-                raise ConfigError(f"partition-id: two nodes claim agent {agent}")
-            if not 0 <= agent < count:
-                raise ConfigError(f"partition-id: {agent} out of range; allowed: 0..{count - 1}")
-            agents[agent] = node_id
-        if expected and len(agents) == next(iter(expected)):
-            return [agents[k] for k in range(len(agents))]
+        for node_id, node in identify(grid, new, max(1.0, deadline - time.monotonic())).items():
+            if node.problem:
+                raise ConfigError(f"{node.problem} (on the node of partition {node.partition})")
+            counts.add((node.num_partitions, node.num_agents))
+            if len({n for _, n in counts}) > 1:
+                raise ConfigError(f"num-agents: nodes disagree on the number of agents: {sorted({n for _, n in counts})}")
+            if len({m for m, _ in counts}) > 1:
+                raise ConfigError(f"num-partitions: nodes disagree on the number of nodes: {sorted({m for m, _ in counts})}")
+            if node.partition in nodes:
+                agents = nodes[node.partition].agents
+                raise ConfigError(
+                    f"partition-id: two nodes claim partition {node.partition} (agents {agents.start}..{agents.stop - 1})"
+                )
+            nodes[node.partition] = Node(node_id, range(node.first, node.last))
+        if counts and len(nodes) == next(iter(counts))[0]:
+            num_agents = next(iter(counts))[1]
+            hosted = sorted(k for node in nodes.values() for k in node.agents)
+            if hosted != list(range(num_agents)):
+                raise ConfigError(f"num-agents: the nodes' blocks do not cover agents 0..{num_agents - 1} once")
+            return [nodes[m] for m in range(len(nodes))], num_agents
         time.sleep(0.5)
-    raise TimeoutError(f"only {len(agents)} of {sorted(expected) or '?'} agents connected within {timeout} s")
+    expected = sorted({m for m, _ in counts}) or "?"
+    raise TimeoutError(f"only {len(nodes)} of {expected} nodes connected within {timeout} s")
 
 
 class FlowerAgents:
-    """Agents ``k = 0..N-1`` on the Flower nodes ``node_ids[k]``.
+    """The run's agents on the Flower nodes ``nodes`` (each hosting a block).
 
     With ``keep_states`` (checkpointing with a stateful meta-optimizer) every training reply
-    carries the agent's meta-optimizer state, and the latest one of each agent is kept here
-    for the checkpoint; on resume each agent gets its state back with its next message.
+    carries the agents' meta-optimizer states, and the latest one of each agent is kept here
+    for the checkpoint; on resume, and after its node failed, each agent gets its state back
+    with its next training message.
     """
 
-    def __init__(
-        self,
-        grid: Grid,
-        node_ids: Sequence[int],
-        timeout: float,
-        keep_states: bool = False,
-        evaluation_keys: Sequence[str] = ("full-mse", "own-mse"),
-    ) -> None:
+    def __init__(self, grid: Grid, nodes: list[Node], timeout: float, keep_states: bool = False) -> None:
         self.grid = grid
-        self.evaluation_keys = tuple(evaluation_keys)
-        self.node_ids = list(node_ids)
-        self.agent_of = {node_id: k for k, node_id in enumerate(self.node_ids)}
+        self.nodes = list(nodes)
+        self.node_of = {k: m for m, node in enumerate(self.nodes) for k in node.agents}
         self.timeout = timeout
         self.keep_states = keep_states
-        self.states: dict[int, dict[str, np.ndarray]] = {}
-        self.states_to_send: dict[int, dict[str, np.ndarray]] = {}
+        self.states: OptimizerStates = {}
+        self.states_to_send: OptimizerStates = {}
+        self.lost: set[int] = set()  # partitions whose node failed in the last exchange
 
-    def _message(self, agent: int, model: np.ndarray, message_type: str, config: dict) -> Message:
-        content = RecordDict({"model": model_record(model), "config": ConfigRecord(config)})
-        if message_type == MessageType.TRAIN and agent in self.states_to_send:
-            state = self.states_to_send[agent]
-            content[OPTIMIZER_STATE] = ArrayRecord({n: torch.from_numpy(np.array(v)) for n, v in state.items()})
-        return Message(content, self.node_ids[agent], message_type, group_id=str(config["round"]))
+    def _split(self, parts: Mapping[int, Part]) -> dict[int, dict[int, Part]]:
+        """Agent -> part, as partition -> {agent -> part} (one message a node)."""
+        out: dict[int, dict[int, Part]] = {}
+        for k, part in parts.items():
+            out.setdefault(self.node_of[k], {})[k] = part
+        return out
 
-    def _send(self, messages: list[Message]) -> tuple[dict[int, Message], dict[int, str]]:
-        """Replies keyed by agent, and why the other agents failed (error reply, time-out)."""
-        replies, failed = {}, {}
+    def _send(
+        self, requests: dict[int, RecordDict], message_type: str, round_: int, decode: Callable[[RecordDict], Part]
+    ) -> tuple[dict[int, Part], dict[int, str]]:
+        """One message a partition; its decoded reply, and why the others failed."""
+        partitions = list(requests)
+        messages = [
+            Message(requests[m], self.nodes[m].node_id, message_type, group_id=str(round_)) for m in partitions
+        ]
+        replies: dict[int, Part] = {}
+        failed = {m: f"no reply within reply-timeout = {self.timeout} s" for m in partitions}
         for i, reply in exchange(self.grid, messages, self.timeout).items():
-            agent = self.agent_of[messages[i].metadata.dst_node_id]
+            m = partitions[i]
             if reply.has_error():
-                failed[agent] = reply.error.reason
-            else:
-                replies[agent] = reply
-        for message in messages:
-            agent = self.agent_of[message.metadata.dst_node_id]
-            if agent not in replies and agent not in failed:
-                failed[agent] = f"no reply within reply-timeout = {self.timeout} s"
+                failed[m] = reply.error.reason
+                continue
+            try:
+                replies[m] = decode(reply.content)
+                del failed[m]
+            except (codec.CodecError, KeyError, TypeError, ValueError) as error:
+                failed[m] = f"reply rejected: cannot decode it: {error}"
+        self.lost |= set(failed)
         return replies, failed
 
-    def train(self, round_: int, plan: dict[int, np.ndarray]) -> TrainReplies:
-        config = {"round": round_, "return-state": self.keep_states}
-        messages = [self._message(k, model, MessageType.TRAIN, config) for k, model in plan.items()]
-        replies, failed = self._send(messages)
-        out = TrainReplies({}, {}, {}, 0.0, failed)
-        for k, reply in replies.items():
-            try:
-                metrics = reply.content["metrics"]
-                out.models[k] = model_vector(reply.content["model"])
-                out.num_tasks[k] = int(metrics["num-tasks"])
-                out.losses[k] = float(metrics["train-loss"])
-                out.agent_seconds += float(metrics["compute-seconds"])
-                if OPTIMIZER_STATE in reply.content:
-                    self.states[k] = {n: a.numpy() for n, a in reply.content[OPTIMIZER_STATE].items()}
-            except (KeyError, TypeError, ValueError) as error:
-                failed[k] = f"reply rejected: cannot decode it: {error!r}"
-                for part in (out.models, out.num_tasks, out.losses):
-                    part.pop(k, None)
+    def _come_back(self) -> None:
+        """Nodes not seen before that claim a lost partition take its agents over; the agents'
+        kept meta-optimizer states go back to them with their next training message."""
+        known = {node.node_id for node in self.nodes}
+        new = [n for n in self.grid.get_node_ids() if n not in known]
+        for node_id, node in identify(self.grid, new, REDISCOVERY_TIMEOUT).items():
+            m = node.partition
+            if m in self.lost and not node.problem and range(node.first, node.last) == self.nodes[m].agents:
+                self.nodes[m] = Node(node_id, self.nodes[m].agents)
+        for m in self.lost:
+            self.states_to_send.update({k: self.states[k] for k in self.nodes[m].agents if k in self.states})
+        self.lost.clear()
+
+    def train(self, request: TrainRequest) -> TrainReplies:
+        if self.lost:
+            self._come_back()
+        parts = self._split(request.models)
+        requests = {
+            m: codec.encode_train_request(TrainRequest(
+                request.round, models, {k: self.states_to_send[k] for k in models if k in self.states_to_send},
+                self.keep_states,
+            ))
+            for m, models in parts.items()
+        }
+        replies, failed = self._send(requests, MessageType.TRAIN, request.round, codec.decode_train_replies)
+        out = TrainReplies({}, {}, {}, 0.0, {k: failed[m] for m in failed for k in parts[m]})
+        for m, reply in replies.items():
+            foreign = set(reply.models) - set(parts[m])
+            if foreign:
+                out.failed.update({k: f"reply rejected: node answered for agents {sorted(foreign)}" for k in parts[m]})
                 continue
-            self.states_to_send.pop(k, None)
+            out.models.update(reply.models)
+            out.num_tasks.update(reply.num_tasks)
+            out.losses.update(reply.losses)
+            out.failed.update(reply.failed)
+            out.agent_seconds += reply.agent_seconds
+            self.states.update(reply.states)
+            for k in parts[m]:
+                self.states_to_send.pop(k, None)
         return out
 
-    def combine(self, round_: int, plan: dict[int, CombineRequest]) -> CombineReplies:
-        """A ``train.combine`` message to each planned agent with the phi_l that reached it
-        (and its running losses, on resume); the reply is its w_k and running losses."""
-        messages = []
-        for k, request in plan.items():
-            content = RecordDict({NEIGHBOURS: models_record(request.models), "config": ConfigRecord({"round": round_})})
-            if request.running_losses is not None:
-                content[RUNNING_LOSSES] = model_record(request.running_losses)
-            messages.append(Message(content, self.node_ids[k], COMBINE, group_id=str(round_)))
-        replies, failed = self._send(messages)
-        out = CombineReplies({}, {}, {}, failed)
-        for k, reply in replies.items():
-            try:
-                model = model_vector(reply.content["model"])
-                running = model_vector(reply.content[RUNNING_LOSSES])
-                kept = [int(l) for l in reply.content["metrics"]["kept"]]
-            except (KeyError, TypeError, ValueError) as error:
-                failed[k] = f"reply rejected: cannot decode it: {error!r}"
-                continue
-            out.models[k], out.running_losses[k], out.kept[k] = model, running, kept
+    def combine(self, request: CombineRequest) -> CombineReplies:
+        """A ``train.combine`` message to each node with the phi_l that reached its agents (and
+        their running losses, on resume); the reply is their w_k and running losses."""
+        parts = self._split(request.agents)
+        requests = {m: codec.encode_combine_request(CombineRequest(request.round, part)) for m, part in parts.items()}
+        replies, failed = self._send(requests, codec.COMBINE, request.round, codec.decode_combine_replies)
+        out = CombineReplies({}, {}, {}, {k: failed[m] for m in failed for k in parts[m]})
+        for reply in replies.values():
+            out.models.update(reply.models)
+            out.running_losses.update(reply.running_losses)
+            out.kept.update(reply.kept)
         return out
 
-    def evaluate(self, round_: int, models: np.ndarray, steps: Sequence[int]) -> dict[str, np.ndarray]:
-        """NaN rows for agents that failed or sent something else than len(steps) numbers."""
-        config = {"round": round_, "steps": list(steps)}
-        messages = [self._message(k, models[k], MessageType.EVALUATE, config) for k in range(len(self.node_ids))]
-        replies, _ = self._send(messages)
-        out = {key: np.full((len(self.node_ids), len(steps)), np.nan) for key in self.evaluation_keys}
-        for k, reply in replies.items():
-            for key, curves in out.items():
-                try:
-                    curves[k] = np.asarray(reply.content["metrics"][key], dtype=np.float64)
-                except (KeyError, TypeError, ValueError):
-                    pass
+    def evaluate(self, request: EvaluateRequest) -> EvaluateReplies:
+        """The answering nodes' agents' metrics (the round loop shows the others as NaN)."""
+        parts = self._split(request.models)
+        requests = {m: codec.encode_evaluate_request(replace(request, models=part)) for m, part in parts.items()}
+        replies, _ = self._send(requests, MessageType.EVALUATE, request.round, codec.decode_evaluate_replies)
+        out = EvaluateReplies({})
+        for reply in replies.values():
+            for key, curves in reply.metrics.items():
+                out.metrics.setdefault(key, {}).update(curves)
         return out
 
-    def optimizer_states(self) -> dict[int, dict[str, np.ndarray]]:
+    def optimizer_states(self) -> OptimizerStates:
         return {**self.states_to_send, **self.states}
 
-    def load_optimizer_states(self, states: dict[int, dict[str, np.ndarray]]) -> None:
+    def load_optimizer_states(self, states: OptimizerStates) -> None:
         self.states_to_send = dict(states)

@@ -25,11 +25,10 @@ from flwr.serverapp import ServerApp
 from flwr.simulation.run_simulation import _run_simulation
 from flwr.supercore.telemetry import EventType
 
+from ..block import num_agents_of
 from ..config import RunConfig
 from ..runner.experiment import set_up_run
 
-os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
 def _toml_value(value: object) -> str:
@@ -62,31 +61,45 @@ def run_flower_simulation(
     server_app: ServerApp,
     client_app: ClientApp,
     *,
-    cpus_per_agent: float = 1.0,
+    num_nodes: int = 0,
+    cpus_per_node: float = 1.0,
+    ray_address: str = "",
 ) -> None:
-    """Run ``config`` on ``num_agents`` simulated SuperNodes; results go where it says.
+    """Run ``config`` on ``num_agents`` agents hosted by ``num_nodes`` simulated SuperNodes
+    (0: one agent a node); results go where it says.
 
-    A config the run cannot use raises ConfigError here, before Ray starts (the ServerApp
-    would log it and stop); anything else the ServerApp raised is raised after the engine
-    has stopped. With a CUDA ``device`` the actors (one per ``cpus_per_agent`` cores) share
-    the GPU: each asks Ray for an equal fraction of it.
+    With ``num_nodes`` set, node m hosts a contiguous block of the agents (key ``num-agents``
+    carries N to the nodes). A config the run cannot use raises ConfigError here, before Ray
+    starts (the ServerApp would log it and stop); anything else the ServerApp raised is
+    raised after the engine has stopped. Each node's ClientApp runs in a Ray actor of
+    ``cpus_per_node`` cores; with ``ray_address`` the actors are those of a running Ray
+    cluster (``ray start --head``), spread over its nodes. With a CUDA ``device`` the actors
+    share the GPU: each asks Ray for an equal fraction of it.
     """
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # this process runs Flower: set here, not on import
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    if num_nodes:
+        config = config.replace(num_agents=num_agents)
+    num_agents_of(config, num_nodes or num_agents)  # more nodes than agents: ConfigError
     setup = set_up_run(config, num_agents)  # checks only: writes nothing
-    actors = max(1, int((os.cpu_count() or 1) // cpus_per_agent))
-    gpus_per_agent = 1.0 / actors if setup.learner.device.type == "cuda" else 0.0
+    actors = max(1, int((os.cpu_count() or 1) // cpus_per_node))
+    gpus_per_node = 1.0 / actors if setup.learner.device.type == "cuda" else 0.0
+    init_args: dict = {"logging_level": "error", "log_to_driver": False}
+    if ray_address:
+        init_args["address"] = ray_address
     with tempfile.TemporaryDirectory(prefix="flower-difmaml-app-") as app_dir:
         write_app_config(Path(app_dir), config)
         context = Context(
             run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=config.to_mapping()
         )
         _run_simulation(
-            num_supernodes=num_agents,
+            num_supernodes=num_nodes or num_agents,
             exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
             client_app=client_app,
             server_app=server_app,
             backend_config={
-                "client_resources": {"num_cpus": cpus_per_agent, "num_gpus": gpus_per_agent},
-                "init_args": {"logging_level": "error", "log_to_driver": False},
+                "client_resources": {"num_cpus": cpus_per_node, "num_gpus": gpus_per_node},
+                "init_args": init_args,
             },
             server_app_context=context,
             app_dir=app_dir,

@@ -21,7 +21,7 @@ from ..config import ConfigError, RunConfig
 from .files import atomic_write
 
 CHECKPOINT = "checkpoint.npz"
-MAY_CHANGE_ON_RESUME = ("num-rounds", "checkpoint-every", "reply-timeout", "results-dir", "run-name", "resume-from")
+MAY_CHANGE_ON_RESUME = ("num-agents", "num-rounds", "checkpoint-every", "reply-timeout", "results-dir", "run-name", "resume-from")
 
 
 @dataclass

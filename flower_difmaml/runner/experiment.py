@@ -157,7 +157,7 @@ def run_experiment(
         groups=getattr(learner.family, "groups", None),
         start_round=checkpoint.round + 1 if checkpoint else 1, checkpoint=save, byzantine=setup.byzantine,
         reported_steps=learner.reported_steps, curve_steps=learner.curve_steps, headline=learner.family.metric_names[0],
-        progress=progress,
+        progress=progress, evaluation_keys=learner.evaluation_keys,
     )
     np.save(run_dir / "models.npy", strategy.current_models())
     for name, array in strategy.artifacts().items():

@@ -1,8 +1,9 @@
 """The round loop, for any engine: train every round, evaluate on schedule, record.
 
 ``Agents`` carry a strategy's plan to the agents and bring back what they computed:
-``FlowerAgents`` (messages through a Flower grid) or ``VectorizedAgents`` (all agents in
-one ``vmap`` in this process). Both run the same learner code on the same seeded tasks.
+``FlowerAgents`` (messages through a Flower grid to each node's ``AgentBlock``) or one
+``AgentBlock`` of all agents in this process (the vectorised engine). Both run the same
+block code on the same seeded tasks.
 A reply that is missing (error, time-out) or malformed (NaN/Inf, wrong shape or dtype)
 counts as a failed agent; the strategy goes on with the replies it got. Rules that
 combine on the agents (resilient) add a second exchange after training. Byzantine agents
@@ -13,56 +14,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from ..block import (
+    CombineReplies, CombineRequest, EvaluateReplies, EvaluateRequest, TrainReplies, TrainRequest,
+)
 from ..network.faults import INJECTED_FAILURE
-from ..strategies.base import CombineRequest, MetaStrategy
+from ..strategies.base import MetaStrategy, NeighbourModels
 from .results import RunRecorder, evaluation_metrics
 
 MAX_SILENT_ROUNDS = 10  # rounds in a row without a single valid reply stop the run
 
 
-@dataclass
-class TrainReplies:
-    """What the agents that trained sent back: adapted models, task counts, meta-losses,
-    the seconds the agents spent computing (summed over agents), and why the others failed."""
-
-    models: dict[int, np.ndarray]
-    num_tasks: dict[int, int]
-    losses: dict[int, float]
-    agent_seconds: float
-    failed: dict[int, str] = field(default_factory=dict)
-
-
-@dataclass
-class CombineReplies:
-    """What the agents that combined on their side sent back: w_k, their running losses,
-    the agents whose models they kept, and why the others failed."""
-
-    models: dict[int, np.ndarray]
-    running_losses: dict[int, np.ndarray]
-    kept: dict[int, list[int]]
-    failed: dict[int, str] = field(default_factory=dict)
-
-
 class Agents(Protocol):
-    """How the round loop reaches the agents: ``FlowerAgents`` (Flower messages) or
-    ``VectorizedAgents`` (all agents in this process)."""
+    """How the round loop reaches the agents: an ``AgentBlock`` of all N agents (the
+    vectorised engine) or ``FlowerAgents`` (each SuperNode's block, over Flower messages)."""
 
-    def train(self, round_: int, plan: dict[int, np.ndarray]) -> TrainReplies:
-        """Each planned agent adapts from its model on its own tasks of ``round_``."""
+    def train(self, request: TrainRequest) -> TrainReplies:
+        """Each asked agent adapts from its model on its own tasks of the round."""
         ...
 
-    def evaluate(self, round_: int, models: np.ndarray, steps: Sequence[int]) -> dict[str, np.ndarray]:
-        """Every agent's metrics after ``steps`` adaptation steps: {"<full|own>-<metric>":
-        (N, len(steps))}; NaN rows for agents that did not answer."""
+    def evaluate(self, request: EvaluateRequest) -> EvaluateReplies:
+        """Each asked agent's metrics after the asked adaptation steps (those that answered)."""
         ...
 
-    def combine(self, round_: int, plan: dict[int, CombineRequest]) -> CombineReplies:
-        """Each planned agent combines the models it got, on its side (resilient rule)."""
+    def combine(self, request: CombineRequest) -> CombineReplies:
+        """Each asked agent combines the models it got, on its side (resilient rule)."""
         ...
 
     def optimizer_states(self) -> dict[int, dict[str, np.ndarray]]:
@@ -72,6 +51,20 @@ class Agents(Protocol):
     def load_optimizer_states(self, states: dict[int, dict[str, np.ndarray]]) -> None:
         """Agents go on from these states (resume)."""
         ...
+
+
+def evaluation_arrays(
+    replies: EvaluateReplies, keys: Sequence[str], num_agents: int, num_steps: int
+) -> dict[str, np.ndarray]:
+    """{key: (N, len(steps))} from the replies; NaN rows for agents that did not answer, or
+    answered something other than ``num_steps`` numbers."""
+    out = {key: np.full((num_agents, num_steps), np.nan) for key in keys}
+    for key, curves in out.items():
+        for agent, values in replies.metrics.get(key, {}).items():
+            values = np.asarray(values, dtype=np.float64)
+            if values.shape == (num_steps,) and 0 <= agent < num_agents:
+                curves[agent] = values
+    return out
 
 
 def reply_problem(model: np.ndarray, size: int, dtype: np.dtype = np.dtype(np.float64)) -> str | None:
@@ -102,6 +95,7 @@ def checked(replies: TrainReplies, size: int, dtype: np.dtype = np.dtype(np.floa
         losses={k: replies.losses[k] for k in keep},
         agent_seconds=replies.agent_seconds,
         failed=failed,
+        states=replies.states,
     )
 
 
@@ -133,6 +127,7 @@ def run_rounds(
     progress: Callable[[str], None] = print,
     truth: Callable[[np.ndarray], dict[str, float]] | None = None,
     groups: Sequence[int] | None = None,
+    evaluation_keys: Sequence[str] = ("full-mse", "own-mse"),
 ) -> None:
     """Round 0 evaluates the initial models; rounds 1..R train, and evaluate every
     ``eval_every`` rounds (after ``reported_steps`` adaptation steps) and at the end (after
@@ -144,6 +139,7 @@ def run_rounds(
     of the means. ``truth(models)`` adds what a family that knows the true models measures
     (``msd``, ...) to every evaluation. ``groups`` (agents' groups, heterogeneity
     ``clusters``) adds the share of kept links inside the group to an agent-side combination.
+    ``evaluation_keys`` are what an evaluation reports per agent (``<full|own>-<metric>``).
     """
     start = time.perf_counter()
     size, dtype = strategy.current_models().shape[1], strategy.current_models().dtype
@@ -152,7 +148,9 @@ def run_rounds(
 
     def evaluate(round_: int, steps: Sequence[int]) -> dict:
         models = strategy.current_models()
-        metrics = evaluation_metrics(agents.evaluate(round_, models, steps), steps, reported_steps, models, byzantine)
+        replies = agents.evaluate(EvaluateRequest(round_, dict(enumerate(models)), tuple(steps)))
+        curves = evaluation_arrays(replies, evaluation_keys, len(models), len(steps))
+        metrics = evaluation_metrics(curves, steps, reported_steps, models, byzantine)
         return {**metrics, **(truth(models) if truth else {})}
 
     def warn(round_: int, failed: dict[int, str]) -> None:
@@ -163,7 +161,7 @@ def run_rounds(
     if start_round <= 1:
         recorder.record(0, evaluate(0, reported_steps))
     for round_ in range(start_round, num_rounds + 1):
-        replies = checked(agents.train(round_, strategy.train_plan(round_)), size, dtype)
+        replies = checked(agents.train(TrainRequest(round_, strategy.train_plan(round_))), size, dtype)
         warn(round_, replies.failed)
         silent = silent + 1 if replies.failed and not replies.models else 0
         if silent >= MAX_SILENT_ROUNDS:
@@ -195,7 +193,7 @@ def combine_on_agents(
     strategy: MetaStrategy,
     agents: Agents,
     round_: int,
-    plan: dict[int, CombineRequest],
+    plan: dict[int, NeighbourModels],
     size: int,
     byzantine: frozenset[int],
     warn: Callable[[int, dict[int, str]], None],
@@ -205,7 +203,7 @@ def combine_on_agents(
     many models normal agents kept on average (their own included), how many (normal agent,
     Byzantine neighbour) links they kept, and with ``groups`` the share of the links to
     others they kept that stay inside the agent's group (``kept-same-group``)."""
-    replies = agents.combine(round_, plan)
+    replies = agents.combine(CombineRequest(round_, plan))
     failed = {**replies.failed, **rejected(replies.models, size, strategy.current_models().dtype)}
     warn(round_, failed)
     models = {k: m for k, m in replies.models.items() if k not in failed}

@@ -21,8 +21,8 @@ import numpy as np
 
 
 @dataclass
-class CombineRequest:
-    """What an agent needs to combine on its side: the adapted models phi_l that reached it
+class NeighbourModels:
+    """What agent k needs to combine on its side: the adapted models phi_l that reached it
     (its own included), and, on resume only, its running losses to go on from."""
 
     models: dict[int, np.ndarray]
@@ -45,7 +45,7 @@ class MetaStrategy(ABC):
     def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
         """Take the adapted models (agent -> flat vector) and each agent's number of tasks."""
 
-    def combine_plan(self, round_: int) -> dict[int, CombineRequest]:
+    def combine_plan(self, round_: int) -> dict[int, NeighbourModels]:
         """Agent -> what it combines on its side after training in round ``round_`` (none by default)."""
         return {}
 

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from ..network.combination import neighbourhood
 from ..network.resilient import initial_running_losses
-from .base import CombineRequest
+from .base import NeighbourModels
 from .diffusion import DifMAML
 
 
@@ -38,10 +38,10 @@ class ResilientDifMAML(DifMAML):
     def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
         self.adapted = dict(models)
 
-    def combine_plan(self, round_: int) -> dict[int, CombineRequest]:
+    def combine_plan(self, round_: int) -> dict[int, NeighbourModels]:
         A = self.combination_at(round_)
         return {
-            k: CombineRequest(
+            k: NeighbourModels(
                 {int(l): self.adapted[l] for l in neighbourhood(A, k) if l in self.adapted},
                 self.running_losses[k] if self.restore[k] else None,
             )
