@@ -3,7 +3,6 @@
 For N = 10, 100, 1000 agents (default experiment, evaluation rounds excluded), in one run:
 - Dif-MAML in Flower's simulation engine (Ray, one actor per core),
 - the same ServerApp with a no-op ClientApp (replies at once): the engine's own cost,
-- stock ``flwr.serverapp.strategy.FedAvg`` with the same ClientApp (its own round loop),
 - the agents' own compute (the ClientApp's train handler, summed over agents),
 - the vectorised engine's round, and a bare ``vmap`` meta-step of all agents;
 plus start-up time and the peak memory (PSS) of this process and all its descendants
@@ -25,20 +24,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
 
+from flower_difmaml.block import EvaluateReplies, TrainReplies
 from flower_difmaml.client_app import identify
 from flower_difmaml.config import RunConfig
+from flower_difmaml.flower import codec
 from flower_difmaml.learner import MetaLearner
-from flower_difmaml.flower.records import model_record
 from flower_difmaml.client_app import app as difmaml_client_app
 from flower_difmaml.flower.simulation import run_flower_simulation
 from flower_difmaml.server_app import app as difmaml_server_app
 from flower_difmaml.runner.results import read_metrics
-from flower_difmaml.runner.vectorized import VectorizedAgents, run_vectorized
+from flower_difmaml.runner.vectorized import all_agents, run_vectorized
 
 RESULTS = Path(__file__).parent / "results" / "round_time.json"
 ENGINE_TICK = 0.1  # s: flwr's simulation engine picks up queued messages every 0.1 s
@@ -105,34 +103,6 @@ def training_round_times(run_dir: Path) -> tuple[list[float], list[float]]:
     return times, [line["agent-seconds"] for line in lines[2:-1]]
 
 
-class TimedFedAvg(FedAvg):
-    """Stock FedAvg that notes when each round's training replies were aggregated."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.stamps: list[float] = []
-
-    def aggregate_train(self, server_round, replies):
-        self.stamps.append(time.perf_counter())
-        return super().aggregate_train(server_round, replies)
-
-
-def stock_fedavg_app(run_config: RunConfig, num_agents: int, num_rounds: int, stamps: list[float]) -> ServerApp:
-    app = ServerApp()
-
-    @app.main()
-    def main(grid: Grid, context: Context) -> None:
-        strategy = TimedFedAvg(
-            fraction_evaluate=0.0, min_available_nodes=num_agents, min_train_nodes=num_agents,
-            arrayrecord_key="model", configrecord_key="config", weighted_by_key="num-tasks",
-        )
-        initial = model_record(MetaLearner.from_config(run_config, num_agents).initial_vector())
-        strategy.start(grid, initial, num_rounds=num_rounds, train_config=ConfigRecord({"round": 1}))
-        stamps.extend(strategy.stamps)
-
-    return app
-
-
 def noop_client_app() -> ClientApp:
     """Replies at once: the model back unchanged (train), zero MSE (evaluate)."""
     app = ClientApp()
@@ -140,22 +110,24 @@ def noop_client_app() -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        metrics = MetricRecord({"train-loss": 0.0, "num-tasks": 1, "compute-seconds": 0.0})
-        return Message(RecordDict({"model": msg.content["model"], "metrics": metrics}), reply_to=msg)
+        models = codec.decode_train_request(msg.content).models
+        replies = TrainReplies(models, {k: 1 for k in models}, {k: 0.0 for k in models}, 0.0)
+        return Message(codec.encode_train_replies(replies), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        zeros = [0.0] * len(msg.content["config"]["steps"])
-        return Message(RecordDict({"metrics": MetricRecord({"full-mse": zeros, "own-mse": zeros})}), reply_to=msg)
+        request = codec.decode_evaluate_request(msg.content)
+        zeros = {k: np.zeros(len(request.steps)) for k in request.models}
+        return Message(codec.encode_evaluate_replies(EvaluateReplies({"full-mse": zeros, "own-mse": zeros})), reply_to=msg)
 
     return app
 
 
 def bare_vmap_step(num_agents: int, repeats: int = 10) -> float:
     learner = MetaLearner.from_config(RunConfig(), num_agents)
-    engine = VectorizedAgents(learner)
+    engine = all_agents(learner)
     params = learner.layout.params(np.tile(learner.initial_vector(), (num_agents, 1)))
-    state = {n: torch.stack([engine.states[k][n] for k in range(num_agents)]) for n in engine.initial_state}
+    state = {n: torch.stack([v] * num_agents) for n, v in engine.initial_state.items()}
     times = []
     for r in range(repeats + 2):
         batch = learner.train_batches(range(num_agents), r)
@@ -183,21 +155,11 @@ def measure(num_agents: int, root: Path) -> dict:
     run_flower_simulation(config(root, f"noop-{num_agents}", rounds), num_agents, difmaml_server_app, noop_client_app())
     out["flower_noop_client_round_s"] = statistics.median(training_round_times(root / f"noop-{num_agents}")[0])
 
-    stamps: list[float] = []
-    with PeakMemory() as memory:
-        run_flower_simulation(
-            config(root, f"fedavg-{num_agents}", rounds), num_agents,
-            stock_fedavg_app(config(root, "unused", rounds), num_agents, rounds, stamps), difmaml_client_app,
-        )
-    out["stock_fedavg_round_s"] = statistics.median(np.diff(stamps)[1:].tolist())
-    out["stock_fedavg_peak_pss_gb"] = memory.peak / 1e9
-
     run_vectorized(config(root, f"vec-{num_agents}", rounds), num_agents, progress=lambda line: None)
     out["vectorized_round_s"] = statistics.median(training_round_times(root / f"vec-{num_agents}")[0])
     out["bare_vmap_step_s"] = bare_vmap_step(num_agents)
 
     out["goal_flower_bound_s"] = (ENGINE_TICK + out["agents_compute_s"] / ACTORS) * 1.2
-    out["flower_over_stock_fedavg"] = out["flower_difmaml_round_s"] / out["stock_fedavg_round_s"]
     out["flower_over_bound"] = out["flower_difmaml_round_s"] / out["goal_flower_bound_s"]
     out["vectorized_over_bare_vmap"] = out["vectorized_round_s"] / out["bare_vmap_step_s"]
     return out
