@@ -9,10 +9,11 @@ The default experiment in float32, evaluation only after the last round (eval-ta
 median training round from metrics.jsonl (rounds 2..R-1: round 1 warms up, round R
 evaluates), and the peak memory (PSS) of the command and every process it started (Ray's
 too), sampled every 0.5 s. Goal (issue 22): Flower's round <= 2 x the vectorised round + 0.25 s.
+``--one-agent-a-node`` adds, for each of ``--cases``, Flower with N SuperNodes of one agent (before blocks).
 ``--main-job`` also runs the main job's config (float64, N = 10 on 10 nodes, 500 rounds)
 through both engines and records its final numbers and time of rounds.
 
-    python benchmarks/flower_blocks.py [--cases 100:2,1000:10] [--sparse 10000:20] [--main-job]
+    python benchmarks/flower_blocks.py [--cases 100:2,1000:10] [--sparse 10000:20] [--main-job] [--one-agent-a-node]
 """
 
 from __future__ import annotations
@@ -62,14 +63,20 @@ def run_command(args: list[str], root: Path, name: str, keys: str) -> dict:
     }
 
 
-def case(num_agents: int, num_nodes: int, root: Path, keys: str) -> dict:
+def case(num_agents: int, num_nodes: int, root: Path, keys: str, one_agent_a_node: bool = False) -> dict:
+    """Flower with blocks against the vectorised engine (and, asked, Flower with one agent a node: before blocks)."""
     out: dict = {"agents": num_agents, "nodes": num_nodes, "keys": keys}
+    # the vectorised run first: Ray's processes take a few seconds to go after a Flower run
+    out["vectorized"] = run_command(["--engine", "vectorized", "--num-agents", str(num_agents)], root,
+                                    f"vectorized-{num_agents}-{num_nodes}", keys)
     out["flower"] = run_command(
         ["--engine", "flower", "--num-agents", str(num_agents), "--nodes", str(num_nodes)], root,
         f"flower-{num_agents}-{num_nodes}", keys,
     )
-    out["vectorized"] = run_command(["--engine", "vectorized", "--num-agents", str(num_agents)], root,
-                                    f"vectorized-{num_agents}-{num_nodes}", keys)
+    if one_agent_a_node:
+        out["flower_one_agent_a_node"] = run_command(
+            ["--engine", "flower", "--num-agents", str(num_agents)], root, f"flower-{num_agents}-{num_agents}", keys
+        )
     flower, vectorized = out["flower"]["median_round_s"], out["vectorized"]["median_round_s"]
     out["goal_round_s"] = 2 * vectorized + 0.25
     out["goal_met"] = flower <= out["goal_round_s"]
@@ -79,8 +86,8 @@ def case(num_agents: int, num_nodes: int, root: Path, keys: str) -> dict:
 
 def main_job(root: Path) -> dict:
     """The main job's config (N = 10, one agent a node, float64, 500 rounds) in both engines."""
-    out = {"flower": run_command(["--engine", "flower", "--num-agents", "10"], root, "main-flower", "")}
-    out["vectorized"] = run_command(["--engine", "vectorized", "--num-agents", "10"], root, "main-vectorized", "")
+    out = {"vectorized": run_command(["--engine", "vectorized", "--num-agents", "10"], root, "main-vectorized", "")}
+    out["flower"] = run_command(["--engine", "flower", "--num-agents", "10"], root, "main-flower", "")
     return out
 
 
@@ -89,6 +96,7 @@ def main() -> None:
     parser.add_argument("--cases", default="100:2,1000:10", help="N:M pairs, default topology")
     parser.add_argument("--sparse", default="10000:20", help="N:M pairs on a small-world graph (k = 4)")
     parser.add_argument("--main-job", action="store_true")
+    parser.add_argument("--one-agent-a-node", action="store_true", help="--cases also with one agent a SuperNode")
     args = parser.parse_args()
     pairs = lambda text: [tuple(int(v) for v in pair.split(":")) for pair in text.split(",") if pair]  # noqa: E731
     result: dict = {
@@ -97,7 +105,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         for n, m in pairs(args.cases):
-            result["rows"].append(case(n, m, Path(tmp), FLOAT32))
+            result["rows"].append(case(n, m, Path(tmp), FLOAT32, args.one_agent_a_node))
             print(json.dumps(result["rows"][-1]), flush=True)
         for n, m in pairs(args.sparse):
             result["rows"].append(case(n, m, Path(tmp), f"{FLOAT32} {SPARSE}"))

@@ -2,9 +2,12 @@
 
 Certificates and keys come from scripts/make_demo_certificates.py; the SuperNodes' public
 keys are registered with `flwr supernode register`; `flwr run` sends the app to the
-SuperLink. A first run trains 2 rounds; in a second run one SuperNode is killed after the
-first round and the run completes with the other two agents. Every process the test
-starts leads its own process group and is stopped by PID, also when the test fails.
+SuperLink. The SuperNodes host 4 agents (`--node-config "partition-id=K num-partitions=3"`,
+run config `num-agents=4`): SuperNode 2 hosts agents 2 and 3. A first run trains 2 rounds;
+in a second run SuperNode 2 is killed after the first round, the others go on without its
+agents, it is started again, and its agents train again, their Adam states sent back by the
+server (which keeps them for checkpoints). Every process the test starts leads its own
+process group and is stopped by PID, also when the test fails.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[1]
-NUM_AGENTS = 3
-SMALL = "eval-tasks=5 tasks-per-agent=4 topology='complete'"
+NUM_NODES, NUM_AGENTS = 3, 4
+SMALL = f"num-agents={NUM_AGENTS} eval-tasks=5 tasks-per-agent=4 topology='complete'"
 
 
 def _free_port() -> int:
@@ -88,7 +91,7 @@ class Deployment:
 
     def start(self) -> None:
         subprocess.run([sys.executable, str(PROJECT / "scripts" / "make_demo_certificates.py"), "--out",
-                        str(self.certs), "--supernodes", str(NUM_AGENTS)], check=True, capture_output=True)
+                        str(self.certs), "--supernodes", str(NUM_NODES)], check=True, capture_output=True)
         home = Path(self.env["FLWR_HOME"])
         home.mkdir()
         (home / "config.toml").write_text(
@@ -102,16 +105,20 @@ class Deployment:
             "superlink.log",
         )
         _wait_for_port(self.port)
-        for k in range(NUM_AGENTS):
+        for k in range(NUM_NODES):
             registered = self._flwr("supernode", "register", str(self.certs / f"supernode-{k}.pub"), "demo", timeout=60)
             assert "registered successfully" in registered.stdout, registered.stdout + registered.stderr
-        for k in range(NUM_AGENTS):
-            self.supernodes[k] = self._start(
-                ["flower-supernode", "--superlink", f"127.0.0.1:{self.port}", "--root-certificates",
-                 str(self.certs / "ca.crt"), "--auth-supernode-private-key", str(self.certs / f"supernode-{k}"),
-                 "--node-config", f"partition-id={k} num-partitions={NUM_AGENTS}", "--port", str(_free_port())],
-                f"supernode-{k}.log",
-            )
+        for k in range(NUM_NODES):
+            self.start_supernode(k)
+
+    def start_supernode(self, k: int) -> None:
+        """SuperNode ``k``: partition k of NUM_NODES (again, after a restart: the same command)."""
+        self.supernodes[k] = self._start(
+            ["flower-supernode", "--superlink", f"127.0.0.1:{self.port}", "--root-certificates",
+             str(self.certs / "ca.crt"), "--auth-supernode-private-key", str(self.certs / f"supernode-{k}"),
+             "--node-config", f"partition-id={k} num-partitions={NUM_NODES}", "--port", str(_free_port())],
+            f"supernode-{k}.log",
+        )
 
     def run(self, overrides: str) -> subprocess.Popen:
         """`flwr run` of this project on the deployment (streams until the run ends)."""
@@ -154,23 +161,33 @@ def test_two_rounds_through_tls_and_authenticated_supernodes(deployment: Deploym
     assert lines[-1]["full-evaluated"] == NUM_AGENTS
 
 
-def test_a_supernode_that_goes_away_leaves_the_others_to_finish(deployment: Deployment) -> None:
-    run_dir = deployment.root / "results" / "one-goes-away"
-    proc = deployment.run(
-        f"num-rounds=3 eval-every=3 reply-timeout=60.0 {SMALL} results-dir='{run_dir.parent}' run-name='one-goes-away'"
-    )
-    deadline = time.monotonic() + 300
-    while not any(line["round"] == 1 for line in _lines(run_dir)) and time.monotonic() < deadline:
-        assert proc.poll() is None, "the run ended before round 1"
+def _wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
         time.sleep(0.5)
+
+
+def test_a_supernode_that_goes_away_and_comes_back_takes_its_agents_back(deployment: Deployment) -> None:
+    run_dir = deployment.root / "results" / "goes-and-comes-back"
+    proc = deployment.run(
+        f"num-rounds=6 eval-every=6 reply-timeout=60.0 meta-optimizer='adam' meta-lr=0.001 checkpoint-every=1 {SMALL} "
+        f"results-dir='{run_dir.parent}' run-name='goes-and-comes-back'"
+    )
+    _wait_for(lambda: any(line["round"] == 1 for line in _lines(run_dir)), proc, "round 1")
     _stop(deployment.supernodes[2])
-    summary = _finish(proc, run_dir)
-    lines = _lines(run_dir)
-    assert lines[1]["replies"] == NUM_AGENTS
-    assert [line["failed-agents"] for line in lines[2:]] == [[2], [2]]
-    assert lines[-1]["full-evaluated"] == 2 and np.isfinite(summary["final"]["full-mse-1"])
-    # complete graph, Metropolis a_lk = 1/3; without agent 2 the weights are renormalised to 1/2, 1/2:
-    # agents 0 and 1 hold the same model, agent 2 still the one it had after round 1
-    models = np.load(run_dir / "models.npy")
-    np.testing.assert_allclose(models[0], models[1], rtol=0, atol=1e-12)
-    assert np.max(np.abs(models[2] - models[0])) > 1e-6
+    _wait_for(lambda: any(line.get("failed-agents") == [2, 3] for line in _lines(run_dir)), proc, "a round without node 2")
+    deployment.start_supernode(2)
+    summary = _finish(proc, run_dir, timeout=600)
+    lines = _lines(run_dir)[1:]
+    missed = [line["round"] for line in lines if line.get("failed-agents")]
+    assert lines[0]["replies"] == NUM_AGENTS and missed and missed[0] >= 2
+    assert all(line["failed-agents"] == [2, 3] and line["replies"] == 2 for line in lines if line["round"] in missed)
+    assert lines[-1]["replies"] == NUM_AGENTS and lines[-1]["round"] not in missed  # back after the restart
+    assert sum(line["failed"] for line in lines) == 2 * len(missed)
+    assert lines[-1]["full-evaluated"] == NUM_AGENTS and np.isfinite(summary["final"]["full-mse-1"])
+    # the server sent agents 2 and 3 their Adam states back: their step counts every round they trained
+    with np.load(run_dir / "checkpoint.npz") as checkpoint:
+        steps = {k: float(checkpoint[f"optimizer/{k}/step"]) for k in range(NUM_AGENTS)}
+    assert steps == {0: 6.0, 1: 6.0, 2: 6.0 - len(missed), 3: 6.0 - len(missed)}
