@@ -74,14 +74,15 @@ def test_flwr_run_writes_summary(flwr_env: dict[str, str], tmp_path: Path) -> No
     results = tmp_path / "results"
     output = _flwr_run(
         flwr_env,
-        f"results-dir='{results}' run-name='e2e' num-rounds=3 eval-every=2 eval-tasks=5 topology='ring' tasks-per-agent=3",
+        f"results-dir='{results}' run-name='e2e' num-rounds=3 eval-every=2 eval-tasks=5 topology='ring' tasks-per-agent=3 "
+        "num-agents=6",  # 6 agents on the 4 SuperNodes: nodes 0..3 host agents 0, 1-2, 3, 4-5
     )
     # `flwr run --stream` exits 0 even when the ServerApp fails: check the files.
     summary_path = results / "e2e" / "summary.json"
     assert summary_path.exists(), output[-3000:]
     summary = json.loads(summary_path.read_text())
     assert summary["rounds"] == 3 and summary["final-round"] == 3
-    assert summary["num-agents"] == 4
+    assert summary["num-agents"] == 6 and summary["num-nodes"] == 4
     assert set(summary["final"]) >= {"full-mse-1", "full-mse-10", "own-mse-1", "own-mse-10", "disagreement"}
     assert len(summary["final-curves"]["full-mse-curve"]) == 11
     rounds = [json.loads(line)["round"] for line in (results / "e2e" / "metrics.jsonl").read_text().splitlines()]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from flwr.clientapp import ClientApp
 
 from flower_difmaml import client_app
 from flower_difmaml.config import RunConfig
+from flower_difmaml.flower.local_superlink import stop_processes
 from flower_difmaml.flower.simulation import run_flower_simulation
 from flower_difmaml.runner.results import read_metrics
 from flower_difmaml.runner.vectorized import run_vectorized
@@ -57,18 +57,6 @@ def _processes_with(text: str) -> list[int]:
     return pids
 
 
-def _stop(pids: list[int]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
-            time.sleep(0.2)
-
-
 @pytest.fixture
 def ray_cluster() -> Iterator[str]:
     """A head node and a second node, one CPU each; yields the head's address."""
@@ -85,7 +73,7 @@ def ray_cluster() -> Iterator[str]:
                        timeout=120)
         yield address
     finally:
-        _stop(_processes_with(temp_dir) + _processes_with(address))
+        stop_processes(_processes_with(temp_dir) + _processes_with(address), grace_seconds=10, process_groups=False)
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert not _processes_with(temp_dir)
 

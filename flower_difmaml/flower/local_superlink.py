@@ -37,13 +37,14 @@ def local_superlink_pids(home: Path | None = None) -> list[int]:
     return pids
 
 
-def stop_processes(pids: list[int], grace_seconds: float = 15.0) -> None:
-    """SIGTERM each process group led by ``pids`` (each SuperLink leads its own), then
-    SIGKILL what is still there after ``grace_seconds``."""
+def stop_processes(pids: list[int], grace_seconds: float = 15.0, process_groups: bool = True) -> None:
+    """SIGTERM each process group led by ``pids`` (each SuperLink leads its own; or, without
+    ``process_groups``, each process), then SIGKILL what is still there after ``grace_seconds``."""
+    kill = os.killpg if process_groups else os.kill
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
-                os.killpg(pid, sig)
+                kill(pid, sig)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + grace_seconds
