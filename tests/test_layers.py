@@ -141,3 +141,31 @@ def test_no_cycle_between_parts() -> None:
             )
     cycle = find_cycle(edges)
     assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_importing_the_package_has_no_side_effect() -> None:
+    """Every module (but the __main__ ones, which run the command) imported in a fresh process
+    leaves torch's thread count and the environment as they were (the process that needs a
+    setting sets it where it starts). What the package imports from other packages is imported
+    first: some of those set variables on import (flwr GRPC_*, scikit-learn KMP_DUPLICATE_LIB_OK)."""
+    import json
+    import subprocess
+    import sys
+
+    others = sorted({name for module in MODULES for name in imports_of(module) if not name.startswith("flower_difmaml")})
+    ours = sorted(module for module in MODULES if not module.endswith("__main__"))
+    script = (
+        "import importlib, json, os, torch\n"
+        f"for name in {others!r}:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ImportError:\n"
+        "        pass\n"
+        "threads, env = torch.get_num_threads(), dict(os.environ)\n"
+        f"for name in {ours!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps([threads, torch.get_num_threads(), sorted(set(os.environ.items()) ^ set(env.items()))]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    before, after, changed = json.loads(done.stdout.splitlines()[-1])
+    assert after == before and changed == []
