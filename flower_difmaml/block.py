@@ -129,7 +129,7 @@ class AgentBlock:
     def __init__(self, learner: MetaLearner, agents: Sequence[int]) -> None:
         self.learner = learner
         self.agents = tuple(agents)
-        self.initial_state = learner.optimizer.init(learner.initial_parameters())
+        self.initial_state = learner.initial_optimizer_state
         self.states: dict[int, dict[str, torch.Tensor]] = {}  # agents not here have the initial state
         self.running_losses: dict[int, np.ndarray] = {}  # resilient r_k; agents not here start at 1
         step = vmap(learner.meta_step, chunk_size=TRAIN_AGENTS_PER_CHUNK)

@@ -29,7 +29,7 @@ def _learner(config: RunConfig, num_agents: int) -> MetaLearner:
     return MetaLearner.from_config(config, num_agents)
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=64)  # a block is cheap to make again (N = 100, one a node: 0.1 ms)
 def _block(config: RunConfig, num_agents: int, agents: range) -> AgentBlock:
     return AgentBlock(_learner(config, num_agents), agents)
 

@@ -128,6 +128,11 @@ class MetaLearner:
         return initial_parameters(self.model, self.config.seed)
 
     @cached_property
+    def initial_optimizer_state(self) -> OptimizerState:
+        """The meta-optimizer's state before any step (the same for every agent; read only)."""
+        return self.optimizer.init(self.initial_parameters())
+
+    @cached_property
     def layout(self) -> ParamLayout:
         return ParamLayout.of(self.initial_parameters())
 
