@@ -159,14 +159,13 @@ class AgentBlock:
             self.states[k] = {n: v[i] for n, v in new_state.items()}
         vectors = self.learner.layout.vector(new_params)
         tasks = config.tasks_per_agent
-        states = self.optimizer_states() if request.return_states else {}
         return TrainReplies(
             models={k: self.learner.sent_model(vectors[i], k, round_) for i, k in enumerate(agents)},
             num_tasks={k: tasks for k in agents},
             losses=dict(zip(agents, losses.cpu().tolist())),
             agent_seconds=seconds,
             failed=failed,
-            states={k: states[k] for k in agents if k in states},
+            states=self.optimizer_states(agents) if request.return_states else {},
         )
 
     def combine(self, request: CombineRequest) -> CombineReplies:
@@ -208,9 +207,11 @@ class AgentBlock:
                 out[f"{source}-{name}"] = dict(zip(agents, values))
         return EvaluateReplies(out)
 
-    def optimizer_states(self) -> OptimizerStates:
-        """Each agent's meta-optimizer state that differs from the initial one, on the host."""
-        return {k: {n: v.cpu().numpy() for n, v in state.items()} for k, state in self.states.items() if state}
+    def optimizer_states(self, agents: Sequence[int] | None = None) -> OptimizerStates:
+        """Each agent's (of ``agents``, default all) meta-optimizer state that differs from the
+        initial one, on the host."""
+        chosen = self.states if agents is None else {k: self.states[k] for k in agents if k in self.states}
+        return {k: {n: v.cpu().numpy() for n, v in state.items()} for k, state in chosen.items() if state}
 
     def load_optimizer_states(self, states: Mapping[int, Mapping[str, np.ndarray]]) -> None:
         """The given agents go on from these states (resume, or a ClientApp's ``context.state``)."""
