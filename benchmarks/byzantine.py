@@ -43,8 +43,8 @@ def one_run(rounds: int, rule: str, attack: str, seed: int, heterogeneity: str, 
     from flower_difmaml.runner.vectorized import run_vectorized
 
     keys = {
-        "non-coop": dict(strategy="non-coop"), "resilient-fresh": dict(combination="resilient", resilient_score="fresh")
-    }.get(rule, dict(combination=rule))
+        "non-coop": dict(strategy="non-coop"), "resilient-fresh": dict(aggregation="resilient", resilient_score="fresh")
+    }.get(rule, dict(combination=rule) if rule == "metropolis" else dict(aggregation=rule))
     if attack != "none":
         keys.update(byzantine_fraction=FRACTION, attack=attack)
     name = f"{rule}-{attack}-seed{seed}"

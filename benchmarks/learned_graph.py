@@ -147,12 +147,12 @@ def study_runs(study: str, seeds: list[int], root: str) -> list[tuple[str, int, 
                 ("learned-ggl", seed, dict(**LEARNED, graph_form="ggl", **SINUSOID)),
                 ("dif-maml", seed, dict(**SINUSOID)),
                 ("non-coop", seed, dict(strategy="non-coop", **SINUSOID)),
-                ("resilient-fresh", seed, dict(combination="resilient", resilient_score="fresh", **SINUSOID)),
+                ("resilient-fresh", seed, dict(aggregation="resilient", resilient_score="fresh", **SINUSOID)),
             ]
         else:  # byzantine
             attack = dict(byzantine="2,7", attack="random", **SINUSOID)
             runs += [
-                ("resilient-fresh", seed, dict(combination="resilient", resilient_score="fresh", **attack)),
+                ("resilient-fresh", seed, dict(aggregation="resilient", resilient_score="fresh", **attack)),
                 ("non-coop", seed, dict(strategy="non-coop", **attack)),
                 ("dif-maml", seed, dict(**attack)),
             ]

@@ -31,6 +31,7 @@ from torch.func import vmap
 from .config import ConfigError, RunConfig
 from .learner import MetaLearner
 from .meta import TaskBatch
+from .network.combination import weighted_mean
 from .network.faults import INJECTED_FAILURE, agent_fails
 from .network.resilient import initial_running_losses
 from .strategies.base import NeighbourModels
@@ -121,6 +122,27 @@ class EvaluateReplies:
     """{``<full|own>-<metric>``: {agent: values after each step}} for the agents that answered."""
 
     metrics: dict[str, dict[int, np.ndarray]]
+
+
+def node_mean(replies: TrainReplies) -> tuple[np.ndarray, int, float]:
+    """What a node answers one of Flower's strategies, which holds one model a node: its
+    agents' task-weighted mean model sum_k n_k phi_k / sum_k n_k, their tasks sum_k n_k, and
+    their task-weighted mean meta-loss (so Flower's mean weighted by tasks is the mean over
+    agents). ValueError where no agent trained."""
+    if not replies.models:
+        raise ValueError(f"no agent of this node trained: {'; '.join(sorted(set(replies.failed.values())))}")
+    losses = {k: np.array([loss]) for k, loss in replies.losses.items()}
+    tasks = sum(replies.num_tasks.values())
+    return weighted_mean(replies.models, replies.num_tasks), tasks, float(weighted_mean(losses, replies.num_tasks)[0])
+
+
+def evaluation_means(replies: EvaluateReplies, steps: Sequence[int]) -> dict[str, float]:
+    """{``<full|own>-<metric>-<steps>``: mean over the answering agents}: a node's answer to
+    one of Flower's strategies' evaluate messages."""
+    return {
+        f"{key}-{step}": float(np.mean([values[i] for values in curves.values()]))
+        for key, curves in replies.metrics.items() for i, step in enumerate(steps)
+    }
 
 
 class AgentBlock:

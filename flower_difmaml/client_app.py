@@ -7,16 +7,29 @@ block's meta-optimizer states and running losses live in ``context.state`` betwe
 rounds; a SuperNode that restarts starts its agents from the initial state, unless the
 server sends their states back (it keeps them when it checkpoints them). Fault injection,
 Byzantine agents and the resilient rule's combination are the block's (``block``).
+
+Train and evaluate messages in Flower's own dialect (``arrays`` and ``server-round``: what
+Flower's stock strategies send, e.g. ``FedAvg().start(...)`` in a plain ServerApp) are
+answered too: every agent of the node adapts from (or evaluates) that one model, and the
+reply is the node's task-weighted mean model under ``arrays`` with ``num-examples`` and
+``train-loss`` (or the family's metrics after adaptation) under ``metrics``. A message the
+node cannot read, or a run config it cannot use, gets an error reply of one line.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, wraps
 
-from flwr.app import Context, Message, RecordDict
+import numpy as np
+
+from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
-from .block import AgentBlock, block_agents, num_agents_of
+from .block import (
+    AgentBlock, EvaluateRequest, TrainRequest, block_agents, evaluation_means, node_mean, num_agents_of,
+)
 from .config import ConfigError, RunConfig
 from .flower import codec
 from .learner import MetaLearner
@@ -67,6 +80,36 @@ def node_identity(context: Context) -> codec.NodeIdentity:
         return codec.NodeIdentity(partition, partitions, problem=str(error))
 
 
+def _error(msg: Message, reason: object) -> Message:
+    return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"flower-difmaml: {reason}"), reply_to=msg)
+
+
+def _error_reply(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
+    """A message that cannot be decoded, or a run config that cannot be used, is answered with
+    an error reply of one line (no traceback)."""
+
+    @wraps(handler)
+    def answer(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except (codec.CodecError, ConfigError) as error:
+            return _error(msg, error)
+
+    return answer
+
+
+def _keep_states(block: AgentBlock, context: Context) -> None:
+    if states := block.optimizer_states():
+        context.state[codec.OPTIMIZER_STATE] = codec.states_record(states)
+
+
+def _flower_model(block: AgentBlock, msg: Message) -> tuple[int, dict[int, np.ndarray]]:
+    """A Flower strategy's message: its round, and its one model for every agent of the block."""
+    layout = block.learner.layout
+    round_, model = codec.decode_flower_request(msg.content, layout.names, layout.shapes, layout.numpy_dtype)
+    return round_, dict.fromkeys(block.agents, model)
+
+
 @app.query()
 def identify(msg: Message, context: Context) -> Message:
     """Tell the server which agents this node hosts (``node_identity``)."""
@@ -74,17 +117,31 @@ def identify(msg: Message, context: Context) -> Message:
 
 
 @app.train()
+@_error_reply
 def train(msg: Message, context: Context) -> Message:
     """One meta-step of each agent in the message from its model on its tasks of this round
-    (states in the message, on resume, replace those in ``context.state``)."""
+    (states in the message, on resume, replace those in ``context.state``); in Flower's
+    dialect, of every agent of the node from the one model, answered by their mean."""
     block = _hosted_block(context)
+    if codec.speaks_flower(msg.content):
+        round_, models = _flower_model(block, msg)
+        replies = block.train(TrainRequest(round_, models))
+        _keep_states(block, context)
+        try:
+            model, tasks, loss = node_mean(replies)
+        except ValueError as error:  # every agent of the node failed (fail-prob)
+            return _error(msg, error)
+        layout = block.learner.layout
+        return Message(
+            codec.encode_flower_reply({codec.TRAIN_LOSS: loss}, tasks, model, layout.names, layout.shapes), reply_to=msg
+        )
     replies = block.train(codec.decode_train_request(msg.content))
-    if states := block.optimizer_states():
-        context.state[codec.OPTIMIZER_STATE] = codec.states_record(states)
+    _keep_states(block, context)
     return Message(codec.encode_train_replies(replies), reply_to=msg)
 
 
 @app.train(codec.COMBINE.partition(".")[2])
+@_error_reply
 def combine(msg: Message, context: Context) -> Message:
     """Resilient combination on each agent of the message: score the phi_l that reached it
     on this round's own tasks, update its running losses, keep the neighbours that fit at
@@ -96,8 +153,18 @@ def combine(msg: Message, context: Context) -> Message:
 
 
 @app.evaluate()
+@_error_reply
 def evaluate(msg: Message, context: Context) -> Message:
     """The family's metrics of each agent in the message after the asked adaptation steps,
-    on the full and on the agent's own distribution ("full-mse", "own-mse", or "full-acc", ...)."""
-    replies = _hosted_block(context).evaluate(codec.decode_evaluate_request(msg.content))
+    on the full and on the agent's own distribution ("full-mse", "own-mse", or "full-acc", ...);
+    in Flower's dialect, the means over the node's agents after 0, 1 and ``eval-inner-steps``
+    steps (``full-mse-1``, ...), ``num-examples`` their evaluation tasks."""
+    block = _hosted_block(context)
+    if codec.speaks_flower(msg.content):
+        round_, models = _flower_model(block, msg)
+        steps = block.learner.reported_steps
+        means = evaluation_means(block.evaluate(EvaluateRequest(round_, models, steps)), steps)
+        tasks = len(block.agents) * block.learner.config.eval_tasks
+        return Message(codec.encode_flower_reply(means, tasks), reply_to=msg)
+    replies = block.evaluate(codec.decode_evaluate_request(msg.content))
     return Message(codec.encode_evaluate_replies(replies), reply_to=msg)

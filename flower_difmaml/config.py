@@ -16,7 +16,7 @@ from typing import Any
 from .devices import check_device
 from .errors import ConfigError, check_choice
 from .meta.optimizers import META_OPTIMIZERS
-from .network import NEIGHBOURHOOD_RULES, RESILIENT
+from .network import AGGREGATIONS, NEIGHBOURHOOD_RULES, RESILIENT, WEIGHTED
 from .network.attacks import ATTACKS
 from .network.combination import check_combination
 from .network.graphs import check_topology
@@ -27,7 +27,6 @@ from .tasks.base import DTYPES as TORCH_DTYPES
 
 __all__ = ["ConfigError", "RunConfig"]
 
-STRATEGIES = ("dif-maml", "fedavg-maml", "non-coop", "learned-graph")
 DIFFUSION_ORDERS = ("atc", "cta")
 DTYPES = ("auto", *TORCH_DTYPES)  # auto: the task family's own (sinusoid float64, images float32)
 
@@ -46,7 +45,8 @@ def _range(
 class RunConfig:
     """The experiment; attribute ``inner_lr`` is run-config key ``inner-lr``, and so on."""
 
-    strategy: str = field(default="dif-maml", **_choice(*STRATEGIES))
+    strategy: str = "dif-maml"  # a built-in, 'flwr:<Class>' or 'package.module:Class' (checked by strategies)
+    strategy_args: str = ""  # 'name=value, ...': arguments of a 'flwr:' or user strategy
     num_agents: int = field(default=0, **_range(0))  # Flower engine: N agents on the SuperNodes; 0: one a node
     topology: str = "erdos-renyi"  # this key and the next four are checked by network.graphs
     topology_p: float = 0.3
@@ -54,7 +54,8 @@ class RunConfig:
     topology_k: int = 4
     topology_seed: int = 1
     topology_file: str = ""
-    combination: str = "metropolis"  # checked by network.combination
+    combination: str = "metropolis"  # the weight rule of A; checked by network.combination
+    aggregation: str = field(default=WEIGHTED, **_choice(*AGGREGATIONS))  # how agent k combines what reached it
     diffusion_order: str = field(default="atc", **_choice(*DIFFUSION_ORDERS))
     num_rounds: int = field(default=500, **_range(1))
     eval_every: int = field(default=50, **_range(1))
@@ -63,7 +64,7 @@ class RunConfig:
     results_dir: str = "~/flower-difmaml-results"
     run_name: str = ""
     task: str = "sinusoid"  # this key and the next: checked by the task family (tasks.check_task)
-    heterogeneity: str = "phase"
+    heterogeneity: str = "auto"  # auto: the task family's own (sinusoid phase, images classes)
     tasks_per_agent: int = field(default=10, **_range(1))
     n_way: int = field(default=5, **_range(2))
     shots: int = field(default=10, **_range(1))
@@ -115,10 +116,14 @@ class RunConfig:
         check_task(self.task, self.heterogeneity)
         check_device(self.device)
         check_topology(self.topology, p=self.topology_p, radius=self.topology_radius, k=self.topology_k, seed=self.topology_seed)
-        rule = self.combination
-        check_combination(rule, NEIGHBOURHOOD_RULES)
-        if rule == RESILIENT and self.diffusion_order != "atc":
-            raise ConfigError("diffusion-order: combination 'resilient' needs 'atc' (adapt, then score and combine)")
+        if self.combination.strip().lower() in NEIGHBOURHOOD_RULES:  # before the split of turn 6
+            raise ConfigError(
+                f"combination: {self.combination!r} is now a value of key aggregation "
+                f"(aggregation='{self.combination.strip().lower()}'); combination names the weight rule of A"
+            )
+        check_combination(self.combination)
+        if self.aggregation == RESILIENT and self.diffusion_order != "atc":
+            raise ConfigError("diffusion-order: aggregation 'resilient' needs 'atc' (adapt, then score and combine)")
         self.byzantine_ids  # noqa: B018 -- raises ConfigError on a malformed list
         if self.byzantine and self.byzantine_fraction > 0:
             raise ConfigError("byzantine: give either byzantine (agent ids) or byzantine-fraction, not both")

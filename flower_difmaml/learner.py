@@ -27,7 +27,7 @@ from .network.attacks import attacked_model, byzantine_agents
 from .network.resilient import resilient_combine
 from .streams import DrawKey, Stream
 from .tasks import TaskFamily, family_class
-from .tasks.base import numpy_dtype
+from .tasks.base import heterogeneity_of, numpy_dtype
 
 EVAL_ROUND = 0  # evaluation tasks are the same at every evaluation
 SOURCES = ("full", "own")  # evaluation tasks from the full distribution, and from the agent's own
@@ -102,7 +102,9 @@ class MetaLearner:
     def from_config(cls, config: RunConfig, num_agents: int, device: str | None = None) -> MetaLearner:
         """The learner of ``config``; ``device`` (default: key ``device``) must exist here."""
         where = resolve_device(config.device if device is None else device)
-        family = family_class(config.task).from_config(config, num_agents)
+        family_type = family_class(config.task)
+        resolved = config.replace(heterogeneity=heterogeneity_of(family_type, config.heterogeneity))  # "auto": the family's
+        family = family_type.from_config(resolved, num_agents)
         return cls(
             config=config,
             num_agents=num_agents,

@@ -115,7 +115,7 @@ def test_only_byzantine_agents_send_attacked_models() -> None:
 
 
 def test_scores_are_the_meta_loss_on_the_current_or_on_fresh_tasks() -> None:
-    config = RunConfig(tasks_per_agent=3, shots=5, queries=5, combination="resilient")
+    config = RunConfig(tasks_per_agent=3, shots=5, queries=5, aggregation="resilient")
     learner = MetaLearner.from_config(config, 4)
     w = learner.initial_vector()
     *_, loss = learner.train_step(learner.layout.params(w), {}, 1, 7)  # J_1(w) on agent 1's round-7 tasks
@@ -139,8 +139,8 @@ def test_scores_are_the_meta_loss_on_the_current_or_on_fresh_tasks() -> None:
         (dict(resilient_gamma=0.0), r"resilient-gamma: 0.0 out of range; allowed: \(0.0, 1.0\]"),
         (dict(trim=-1), "trim: -1 out of range; allowed: >= 0"),
         (dict(resilient_score="next"), "resilient-score: unknown 'next'; allowed: current, fresh"),
-        (dict(combination="resilient", diffusion_order="cta"), "diffusion-order: combination 'resilient' needs 'atc'"),
-        (dict(combination="krum"), "combination: unknown 'krum'; allowed: .*median, trimmed-mean, resilient"),
+        (dict(aggregation="resilient", diffusion_order="cta"), "diffusion-order: aggregation 'resilient' needs 'atc'"),
+        (dict(aggregation="krum"), "aggregation: unknown 'krum'; allowed: weighted, median, trimmed-mean, resilient"),
     ],
 )
 def test_bad_byzantine_and_combination_keys_name_the_key(keys: dict, message: str) -> None:
@@ -183,8 +183,8 @@ def _run(tmp_path: Path, name: str, num_agents: int = 6, **keys) -> dict:
 def test_resilient_agents_drop_a_random_attacker_that_plain_diffusion_averages_in(tmp_path: Path) -> None:
     attack = dict(byzantine="2", attack="random", attack_scale=3.0, topology="complete")
     plain = _run(tmp_path, "plain", combination="metropolis", **attack)
-    resilient = _run(tmp_path, "resilient", combination="resilient", **attack)
-    clean = _run(tmp_path, "clean", combination="resilient", topology="complete")
+    resilient = _run(tmp_path, "resilient", aggregation="resilient", **attack)
+    clean = _run(tmp_path, "clean", aggregation="resilient", topology="complete")
     assert "full-mse-1" not in plain["final"]  # the normal agents' models diverged: no finite MSE
     normal = np.delete(np.load(tmp_path / "plain" / "models.npy"), 2, axis=0)
     assert np.abs(normal).max(axis=1).min() > 1e6  # every normal agent's model blew up
@@ -196,7 +196,7 @@ def test_resilient_agents_drop_a_random_attacker_that_plain_diffusion_averages_i
 
 
 def test_a_resumed_resilient_run_goes_on_with_its_running_losses(tmp_path: Path) -> None:
-    keys = dict(combination="resilient", byzantine="1", attack="gaussian", fail_prob=0.2, checkpoint_every=5)
+    keys = dict(aggregation="resilient", byzantine="1", attack="gaussian", fail_prob=0.2, checkpoint_every=5)
     whole = _run(tmp_path, "whole", num_rounds=20, **keys)
     _run(tmp_path, "short", num_rounds=10, **keys)
     config = RunConfig(results_dir=str(tmp_path), **{**SMALL, **keys, "num_rounds": 20})

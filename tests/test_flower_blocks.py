@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 NUM_AGENTS = 4
 SMALL = dict(num_rounds=6, eval_every=3, eval_tasks=5, tasks_per_agent=4, shots=5, queries=5, topology="ring")
 FLOAT64 = dict(  # resilient combination on the agents, a Byzantine agent, failing agents, Adam kept for checkpoints
-    combination="resilient", byzantine="2", attack="sign-flip", fail_prob=0.2, resilient_gamma=0.5,
+    aggregation="resilient", byzantine="2", attack="sign-flip", fail_prob=0.2, resilient_gamma=0.5,
     meta_optimizer="adam", meta_lr=0.003, checkpoint_every=2,
 )
 FLOAT32 = dict(dtype="float32", meta_optimizer="adam", meta_lr=0.003, fail_prob=0.2)

@@ -44,10 +44,13 @@ RUNS = {
     ),
     "fed-faults": dict(strategy="fedavg-maml", topology="ring", fail_prob=0.3, link_drop_prob=0.2),
     "dif-resilient": dict(
-        strategy="dif-maml", topology="complete", combination="resilient", byzantine="2", attack="sign-flip",
+        strategy="dif-maml", topology="complete", aggregation="resilient", byzantine="2", attack="sign-flip",
         fail_prob=0.2, resilient_gamma=0.5,
     ),
-    "dif-median": dict(strategy="dif-maml", topology="complete", combination="median", byzantine="1", attack="gaussian"),
+    "dif-median": dict(strategy="dif-maml", topology="complete", aggregation="median", byzantine="1", attack="gaussian"),
+    "flwr-krum": dict(  # one of Flower's own strategies, a Byzantine agent
+        strategy="flwr:Krum", strategy_args="num-malicious-nodes=1", topology="complete", byzantine="2", attack="sign-flip",
+    ),
     "learned-graph": dict(  # the task graph estimated at round 9 and 15, failing agents
         strategy="learned-graph", task="linear-regression", heterogeneity="gmrf", topology="complete", dims=20,
         inner_steps=0, tasks_per_agent=1, shots=1, queries=5, meta_lr=0.05, graph_warmup=8,
@@ -100,7 +103,7 @@ def test_difmaml_with_identity_equals_non_cooperative(flower_runs: Path) -> None
 @pytest.mark.parametrize(
     "name",
     ["dif-complete", "non-coop", "fed-sampled", "dif-cta", "dif-faults", "fed-faults", "dif-resilient", "dif-median",
-     "learned-graph"],
+     "learned-graph", "flwr-krum"],
 )
 def test_vectorized_engine_gives_the_flower_numbers(flower_runs: Path, tmp_path: Path, name: str) -> None:
     run_vectorized(_config(tmp_path, name), NUM_AGENTS, progress=lambda line: None)

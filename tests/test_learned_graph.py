@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from helpers import agent_tasks
+from flower_difmaml.learner import MetaLearner
 from flower_difmaml.config import ConfigError, RunConfig
 from flower_difmaml.network.combination import closed_adjacency
 from flower_difmaml.network.laplacian import (
@@ -149,8 +150,9 @@ def test_linear_regression_family_draws_its_true_models() -> None:
     truth = family.truth_metrics(family.true_models + 1.0, L)
     assert truth["msd"] == pytest.approx(5.0) and truth["laplacian-error"] == 0.0
     assert truth["msd-db"] == pytest.approx(10 * np.log10(5.0))
-    with pytest.raises(ConfigError, match=r"^heterogeneity: unknown 'phase'; allowed: gmrf"):
-        RunConfig(task="linear-regression")
+    with pytest.raises(ConfigError, match=r"^heterogeneity: unknown 'phase'; allowed: auto, gmrf"):
+        RunConfig(task="linear-regression", heterogeneity="phase")
+    assert MetaLearner.from_config(RunConfig(task="linear-regression", topology="ring"), 6).family.num_agents == 6  # auto
 
 
 def test_clusters_share_a_phase_slice() -> None:
@@ -191,7 +193,7 @@ def test_learned_graph_config_errors() -> None:
 
 
 def test_resilient_agents_report_the_share_of_kept_links_inside_their_group(tmp_path: Path) -> None:
-    config = RunConfig(combination="resilient", resilient_score="fresh", heterogeneity="clusters", clusters=2,
+    config = RunConfig(aggregation="resilient", resilient_score="fresh", heterogeneity="clusters", clusters=2,
                        topology="complete", num_rounds=6, eval_every=6, eval_tasks=2, tasks_per_agent=2,
                        results_dir=str(tmp_path), run_name="r")
     run_vectorized(config, 6, **QUIET)

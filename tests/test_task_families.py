@@ -39,8 +39,8 @@ def test_the_readme_family_learns(readme_family: str, tmp_path: Path) -> None:
 
 
 def test_a_family_that_understands_no_such_heterogeneity_is_refused(readme_family: str) -> None:
-    with pytest.raises(ConfigError, match=r"^heterogeneity: unknown 'phase'; allowed: none, slope$"):
-        RunConfig(task=readme_family)
+    with pytest.raises(ConfigError, match=r"^heterogeneity: unknown 'phase'; allowed: auto, none, slope$"):
+        RunConfig(task=readme_family, heterogeneity="phase")
 
 
 def test_a_family_without_metrics_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

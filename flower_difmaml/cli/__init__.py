@@ -122,7 +122,8 @@ def _check(config: RunConfig, num_agents: int) -> int:
     byzantine = f"Byzantine agents {sorted(setup.byzantine)} ({config.attack}); " if setup.byzantine else ""
     print(
         f"ok: {config.strategy} on {num_agents} agents, {config.task} tasks, {config.topology} graph with {setup.graph.number_of_edges()} "
-        f"edges (connected), {config.combination} weights; {byzantine}{config.num_rounds} rounds; {where}"
+        f"edges (connected), {config.combination} weights, aggregation {config.aggregation}; {byzantine}"
+        f"{config.num_rounds} rounds; {where}"
     )
     return 0
 
@@ -143,8 +144,8 @@ def _compare(args: argparse.Namespace, config: RunConfig) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise ConfigError(f"seeds: {args.seeds!r}; allowed: comma-separated integers >= 0") from None
-    for strategy in strategies:  # every name checked before the first run starts
-        config.replace(strategy=strategy)
+    for strategy in strategies:  # every strategy found, and its arguments taken, before the first run starts
+        set_up_run(config.replace(strategy=strategy, run_name=""), args.num_agents)
     for seed in seeds:
         config.replace(seed=seed)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")

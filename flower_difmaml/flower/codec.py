@@ -10,6 +10,12 @@ so the layout (names, shapes) need not travel. Anything that cannot be decoded r
     train    MODELS, CONFIG {round, return-state}, OPTIMIZER_STATE? -> MODELS, METRICS, FAILED, OPTIMIZER_STATE?
     combine  NEIGHBOURS, LINKS, CONFIG {round}, RUNNING_LOSSES?     -> MODELS, RUNNING_LOSSES, KEPT
     evaluate MODELS, CONFIG {round, steps}                          -> EVALUATION
+
+The ClientApp also speaks Flower's conventional dialect, the one its stock strategies
+(``flwr.serverapp.strategy``) send: one model for the whole node,
+
+    train    ARRAYS (the model's named tensors), CONFIG {server-round} -> ARRAYS, METRICS {num-examples, train-loss}
+    evaluate ARRAYS, CONFIG {server-round}                             -> METRICS {num-examples, full-mse-1, ...}
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from ..block import (
     CombineReplies, CombineRequest, EvaluateReplies, EvaluateRequest, OptimizerStates, TrainReplies, TrainRequest,
 )
+from ..config import RunConfig
+from ..learner import MetaLearner
 from ..strategies.base import NeighbourModels
+from ..strategies.flwr_strategy import NUM_EXAMPLES, model_arrays, model_vector
 
 COMBINE = "train.combine"  # message type of the resilient rule's second exchange
 
@@ -40,6 +49,7 @@ RUNNING_LOSSES = "running-losses"  # AGENTS + ROWS: resilient r_k (one row per a
 KEPT = "kept"  # combine reply: AGENTS, OFFSETS, SENDERS: whose models agent AGENTS[i] kept
 EVALUATION = "evaluation"  # evaluate reply: AGENTS + one (agents, steps) array a metric
 NODE = "node"  # identify reply
+ARRAYS = "arrays"  # Flower's dialect: the model's named tensors (ArrayRecord(model.state_dict()))
 
 # keys inside the records
 AGENTS = "agents"
@@ -58,6 +68,7 @@ NUM_AGENTS = "num-agents"
 FIRST_AGENT = "first-agent"
 LAST_AGENT = "last-agent"  # exclusive
 PROBLEM = "problem"  # why the node cannot host its block (a ConfigError's line)
+SERVER_ROUND = "server-round"  # Flower's dialect: the round, in CONFIG
 
 
 class CodecError(ValueError):
@@ -271,6 +282,53 @@ def decode_evaluate_replies(content: RecordDict) -> EvaluateReplies:
                 raise CodecError(f"record {EVALUATION!r}: {len(values)} rows of {key!r} for {len(agents)} agents")
             metrics[key] = dict(zip(agents, values))
     return EvaluateReplies(metrics)
+
+
+# ---- Flower's dialect (its stock strategies) -----------------------------------------------
+
+def initial_arrays(run_config: Mapping[str, object], num_agents: int = 0) -> ArrayRecord:
+    """The run's initial model w_0 (seeded by key ``seed``) as Flower holds a model, an
+    ArrayRecord of its named tensors: what a plain ServerApp gives a stock strategy,
+    ``FedAvg().start(grid, initial_arrays(context.run_config))``. ``num_agents`` (default: key
+    ``num-agents``, else 10) only matters to families whose tasks depend on the graph."""
+    config = RunConfig.from_mapping(run_config)
+    learner = MetaLearner.from_config(config, num_agents or config.num_agents or 10, device="cpu")
+    return model_arrays(learner.initial_vector(), learner.layout.names, learner.layout.shapes)
+
+
+def speaks_flower(content: RecordDict) -> bool:
+    """Whether a train or evaluate message is in Flower's dialect (it has no ``MODELS``)."""
+    return MODELS not in content
+
+
+def decode_flower_request(
+    content: RecordDict, names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], dtype: np.dtype
+) -> tuple[int, np.ndarray]:
+    """A Flower strategy's train or evaluate message: (``server-round``, the flat model in
+    ``dtype``); its ``arrays`` must hold exactly the model's tensors (``names``, ``shapes``)."""
+    if ARRAYS not in content:
+        raise CodecError(f"message has no record {ARRAYS!r} (a Flower strategy's model) nor {MODELS!r} (flower-difmaml's)")
+    arrays = _record(content, ARRAYS, ArrayRecord)
+    round_ = int(_value(_record(content, CONFIG, ConfigRecord), CONFIG, SERVER_ROUND))
+    for name, shape in zip(names, shapes):
+        if _array(arrays, ARRAYS, name).shape != shape:
+            raise CodecError(f"record {ARRAYS!r}: {name!r} has shape {arrays[name].numpy().shape}, expected {shape}")
+    extra = sorted(set(arrays) - set(names))
+    if extra:
+        raise CodecError(f"record {ARRAYS!r} has tensors the model does not: {extra}; the model's: {list(names)}")
+    return round_, model_vector(arrays, names, dtype)
+
+
+def encode_flower_reply(
+    metrics: Mapping[str, float], num_examples: int,
+    model: np.ndarray | None = None, names: tuple[str, ...] = (), shapes: tuple[tuple[int, ...], ...] = (),
+) -> RecordDict:
+    """A node's answer to a Flower strategy: METRICS {num-examples, **metrics}, and for training
+    the node's model under ARRAYS."""
+    content = RecordDict({METRICS: MetricRecord({NUM_EXAMPLES: int(num_examples), **metrics})})
+    if model is not None:
+        content[ARRAYS] = model_arrays(model, names, shapes)
+    return content
 
 
 # ---- which agents a node hosts ------------------------------------------------------------

@@ -5,7 +5,8 @@ from .combination import COMBINATION_RULES
 from .resilient import RESILIENT
 from .robust import ROBUST_RULES
 
-NEIGHBOURHOOD_RULES = (*ROBUST_RULES, RESILIENT)  # rules that weigh the closed neighbourhood themselves
-COMBINATIONS = COMBINATION_RULES + NEIGHBOURHOOD_RULES  # every value of key ``combination`` but a matrix file
+WEIGHTED = "weighted"  # key ``aggregation``: w_k = sum_l a_lk phi_l, the weights of A
+NEIGHBOURHOOD_RULES = (*ROBUST_RULES, RESILIENT)  # aggregations that weigh the closed neighbourhood themselves
+AGGREGATIONS = (WEIGHTED, *NEIGHBOURHOOD_RULES)  # every value of key ``aggregation``
 
-__all__ = ["COMBINATIONS", "COMBINATION_RULES", "NEIGHBOURHOOD_RULES", "RESILIENT", "ROBUST_RULES"]
+__all__ = ["AGGREGATIONS", "COMBINATION_RULES", "NEIGHBOURHOOD_RULES", "RESILIENT", "ROBUST_RULES", "WEIGHTED"]

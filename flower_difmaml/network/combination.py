@@ -84,12 +84,11 @@ _RULES = {
 }
 
 
-def check_combination(rule: str, also: tuple[str, ...] = ()) -> None:
-    """Key ``combination``: one of ``COMBINATION_RULES`` (or of ``also``: rules that are not a
-    matrix, e.g. the robust ones), or a path ending in .csv or .npy."""
-    if rule.strip().lower() not in COMBINATION_RULES + also and not rule.strip().lower().endswith(MATRIX_FILE_SUFFIXES):
+def check_combination(rule: str) -> None:
+    """Key ``combination``: one of ``COMBINATION_RULES``, or a path ending in .csv or .npy."""
+    if rule.strip().lower() not in COMBINATION_RULES and not rule.strip().lower().endswith(MATRIX_FILE_SUFFIXES):
         raise ConfigError(
-            f"combination: unknown {rule!r}; allowed: {', '.join(COMBINATION_RULES + also)}, "
+            f"combination: unknown {rule!r}; allowed: {', '.join(COMBINATION_RULES)}, "
             "or a path to a .csv/.npy matrix file"
         )
 
@@ -142,6 +141,15 @@ def combine(A: sp.csc_array, models: np.ndarray) -> np.ndarray:
     density = A.nnz / max(1, A.shape[0] * A.shape[1])
     weights = (A.toarray() if density > DENSE_PRODUCT_DENSITY else A).astype(models.dtype)
     return weights.T @ models
+
+
+def weighted_mean(models: dict[int, np.ndarray], weights: dict[int, float]) -> np.ndarray:
+    """sum_k n_k x_k / sum_k n_k over the agents of ``models`` (FedAvg's average; n_k =
+    ``weights[k]``, e.g. the number of tasks), in the models' dtype."""
+    agents = sorted(models)
+    n = np.array([weights[k] for k in agents], dtype=np.float64)
+    stacked = np.stack([models[k] for k in agents])
+    return (n @ stacked / n.sum()).astype(stacked.dtype)
 
 
 def neighbourhood(A: sp.csc_array, k: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-RESILIENT = "resilient"  # the name of this rule (key ``combination``)
+RESILIENT = "resilient"  # the name of this rule (key ``aggregation``)
 RESILIENT_SCORES = ("current", "fresh")  # which of its own tasks an agent scores models on
 RUNNING_LOSS_INIT = 1.0
 

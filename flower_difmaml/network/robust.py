@@ -37,5 +37,5 @@ def trimmed_mean(models: np.ndarray, trim: int) -> np.ndarray:
 
 def robust_rule(name: str, trim: int) -> Callable[[np.ndarray], np.ndarray]:
     """The aggregation ``name`` (one of ``ROBUST_RULES``) as a function of the models (n, P)."""
-    check_choice("combination", name, ROBUST_RULES)
+    check_choice("aggregation", name, ROBUST_RULES)
     return coordinate_median if name == "median" else partial(trimmed_mean, trim=trim)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import RunConfig
+from ..strategies import strategy_label
 from .plots import plot_comparison
 from .results import read_metrics
 
@@ -27,7 +28,7 @@ RUNS = "runs"
 
 
 def run_name(strategy: str, seed: int) -> str:
-    return f"{strategy}-seed{seed}"
+    return f"{strategy_label(strategy)}-seed{seed}"
 
 
 def compare(

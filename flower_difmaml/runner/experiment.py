@@ -14,13 +14,13 @@ import scipy.sparse as sp
 
 from ..config import ConfigError, RunConfig
 from ..learner import MetaLearner
-from ..network import NEIGHBOURHOOD_RULES
+from ..network import WEIGHTED
 from ..network.attacks import byzantine_agents
 from ..network.combination import combination_matrix, combination_report
 from ..network.faults import DroppingLinks
 from ..network.graphs import graph_of
 from ..network.laplacian import load_laplacian
-from ..strategies import make_strategy
+from ..strategies import MetaStrategy, StrategySetup, make_strategy, strategy_label
 from .checkpoint import Checkpoint, resume_point, save_checkpoint
 from .plots import plot_run
 from .results import RunRecorder, check_writable, resolve_run_dir
@@ -38,18 +38,19 @@ class RunSetup:
     combination: sp.csc_array  # A (identity for non-coop), sparse
     round_combination: sp.csc_array | DroppingLinks
     task_graph: sp.csc_array | None  # key graph-laplacian (learned-graph with a known L)
+    strategy: MetaStrategy  # keys strategy and strategy-args, built on the network
     run_dir: Path
     checkpoint: Checkpoint | None
     byzantine: frozenset[int]
 
 
 def matrix_rule(config: RunConfig) -> str:
-    """The rule that makes A: identity for non-coop; for the neighbourhood rules (median,
-    trimmed-mean, resilient) and learned-graph, which weigh the closed neighbourhood
-    themselves, uniform weights, whose support is that neighbourhood."""
+    """The rule that makes A: identity for non-coop; for the aggregations that weigh the closed
+    neighbourhood themselves (median, trimmed-mean, resilient) and learned-graph, uniform
+    weights, whose support is that neighbourhood; else key ``combination``."""
     if config.strategy == "non-coop":
         return "identity"
-    if config.strategy == "learned-graph" or config.combination in NEIGHBOURHOOD_RULES:
+    if config.strategy == "learned-graph" or config.aggregation != WEIGHTED:
         return "uniform"
     return config.combination
 
@@ -82,7 +83,7 @@ def checked_byzantine(config: RunConfig, num_agents: int) -> frozenset[int]:
 def set_up_run(config: RunConfig, num_agents: int, device: str | None = None) -> RunSetup:
     """Task family (its data there and large enough for the config, its metrics as declared),
     device (there, on this machine), graph (connected, N nodes), combination matrix (valid for
-    the graph), Byzantine agents, results folder (writable, not taken) or the run to resume;
+    the graph), Byzantine agents, the strategy (found, its arguments taken), results folder (writable, not taken) or the run to resume;
     raises ConfigError naming the key. ``device`` overrides key ``device`` for this process's
     learner (a ServerApp computes nothing: its nodes check their own device)."""
     learner = MetaLearner.from_config(config, num_agents, device)
@@ -90,16 +91,18 @@ def set_up_run(config: RunConfig, num_agents: int, device: str | None = None) ->
     graph, combination = build_network(config, num_agents)
     task_graph = load_laplacian(config.graph_laplacian, combination) if config.graph_laplacian else None
     byzantine = checked_byzantine(config, num_agents)
+    dropping = round_combination(config, graph, combination)
+    layout = learner.layout
+    strategy = make_strategy(StrategySetup(config, learner.initial_vector(), layout.names, layout.shapes, dropping, task_graph))
     checkpoint = None
     if config.resume_from:
         run_dir, checkpoint = resume_point(config, num_agents)
     else:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        run_dir = resolve_run_dir(config.results_dir, config.run_name, f"{config.strategy}-seed{config.seed}-{stamp}")
+        run_dir = resolve_run_dir(config.results_dir, config.run_name, f"{strategy_label(config.strategy)}-seed{config.seed}-{stamp}")
         check_writable(run_dir)
     return RunSetup(
-        config, num_agents, learner, graph, combination, round_combination(config, graph, combination), task_graph,
-        run_dir, checkpoint, byzantine,
+        config, num_agents, learner, graph, combination, dropping, task_graph, strategy, run_dir, checkpoint, byzantine,
     )
 
 
@@ -117,7 +120,7 @@ def run_experiment(
     config, num_agents = setup.config, setup.num_agents
     run_dir, checkpoint = setup.run_dir, setup.checkpoint
     learner = setup.learner
-    strategy = make_strategy(config, learner.initial_vector(), setup.round_combination, setup.task_graph)
+    strategy = setup.strategy
     agents = make_agents(learner)
     recorder = RunRecorder(
         run_dir,
@@ -142,6 +145,8 @@ def run_experiment(
             save_checkpoint(run_dir, Checkpoint(round_, strategy.state(), agents.optimizer_states()))
 
     weights = "the learned task graph" if config.strategy == "learned-graph" else config.combination
+    if config.aggregation != WEIGHTED:
+        weights = f"{config.aggregation} of the closed neighbourhood"
     progress(f"flower-difmaml: {config.strategy} on {num_agents} agents ({config.topology}, {weights}), "
              f"results in {run_dir}")
     if setup.byzantine:

@@ -8,16 +8,45 @@ adapted models, ``combine_plan``/``aggregate_combine`` are a second exchange for
 that combine on the agents (resilient: it needs the agent's own data), ``current_models``
 says what each agent's model is now (what evaluation and the disagreement metric use),
 ``round_metrics`` adds what the rule did this round to metrics.jsonl, ``artifacts`` are arrays
-it learned (the run folder gets them), ``state``/``load_state`` are what a checkpoint keeps. An engine (Flower messages, or the in-process vectorised one)
-carries the plan to the agents. Models are flat vectors in the run's dtype.
+it learned (the run folder gets them), ``state``/``load_state`` are what a checkpoint keeps.
+An engine (Flower messages, or the in-process vectorised one) carries the plan to the
+agents. Models are flat vectors in the run's dtype.
+
+A strategy is built from the run's ``StrategySetup`` (``strategies.make_strategy``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
+
+from ..config import RunConfig
+
+
+@dataclass(frozen=True)
+class StrategySetup:
+    """What a strategy is built from: the run config; the initial model w_0 every agent
+    starts from (flat, in the run's dtype) and its layout (the model's tensors' ``names`` and
+    ``shapes``, in the order of the flat vector); the combination matrix A of the graph
+    (A[l, k] = a_lk; identity for non-coop, uniform weights on the closed neighbourhoods for
+    the rules that weigh them themselves), or A_i as a function of the round where links
+    drop; and a known task graph L (key ``graph-laplacian``, else None)."""
+
+    config: RunConfig
+    initial: np.ndarray
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    combination: sp.csc_array | Callable[[int], sp.csc_array]
+    task_graph: sp.csc_array | None = None
+
+    @property
+    def num_agents(self) -> int:
+        """N, the size of A."""
+        return (self.combination(1) if callable(self.combination) else self.combination).shape[0]
 
 
 @dataclass
@@ -30,7 +59,7 @@ class NeighbourModels:
 
 
 class MetaStrategy(ABC):
-    """The server-side rule for agents ``k = 0..N-1``."""
+    """The server-side rule for agents ``k = 0..N-1``; ``name`` labels its runs."""
 
     name: str
 

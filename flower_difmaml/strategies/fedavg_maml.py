@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..network.combination import weighted_mean
 from ..network.faults import links_up
 from .base import MetaStrategy
 
@@ -49,12 +50,8 @@ class FedAvgMAML(MetaStrategy):
         return {k: self.global_model for k in self.sample(round_)}
 
     def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
-        if not models:
-            return
-        agents = sorted(models)
-        weights = np.array([num_tasks[k] for k in agents], dtype=np.float64)
-        stacked = np.stack([models[k] for k in agents])
-        self.global_model = (weights @ stacked / weights.sum()).astype(stacked.dtype)
+        if models:
+            self.global_model = weighted_mean(models, num_tasks)
 
     def current_models(self) -> np.ndarray:
         return np.broadcast_to(self.global_model, (self.num_agents, self.global_model.size))

@@ -44,4 +44,4 @@ def family_class(task: str) -> type[TaskFamily]:
 
 def check_task(task: str, heterogeneity: str) -> None:
     """Keys ``task`` and ``heterogeneity``: a family that imports, and a split it understands."""
-    check_choice("heterogeneity", heterogeneity, family_class(task).HETEROGENEITY)
+    check_choice("heterogeneity", heterogeneity, ("auto", *family_class(task).HETEROGENEITY))

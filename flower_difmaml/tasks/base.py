@@ -18,7 +18,9 @@ at a time, then ``TaskBatch.stack``) or all at once from ``key.uniform(agents, c
 ``metrics(prediction, target)`` returns one scalar per name in ``metric_names`` (the first is
 the headline a progress line and the plots show); the files get ``<full|own>-<name>-<steps>``,
 e.g. ``full-mse-1`` or ``full-acc-10``. ``HETEROGENEITY`` lists the values of key
-``heterogeneity`` the family understands; ``DEFAULT_DTYPE`` is what ``dtype = "auto"`` means.
+``heterogeneity`` the family understands; ``DEFAULT_DTYPE`` is what ``dtype = "auto"`` means,
+and ``DEFAULT_HETEROGENEITY`` (optional, else the first of ``HETEROGENEITY``) what
+``heterogeneity = "auto"`` means: ``from_config`` is given a config in which it is resolved.
 
 Optional: ``groups``, each agent's group (heterogeneity ``clusters``: agents of one group share
 a task distribution) or None; ``truth_metrics(models, laplacian)``, for a family that knows
@@ -46,6 +48,14 @@ def parse_dtype(value: str, default: torch.dtype) -> torch.dtype:
     """The torch dtype of run-config key ``dtype``: "float32", "float64" or "auto" (``default``)."""
     check_choice("dtype", value, ("auto", *DTYPES))
     return default if value == "auto" else DTYPES[value]
+
+
+def heterogeneity_of(family: type, value: str) -> str:
+    """Key ``heterogeneity`` for ``family``: ``value``, or where it is "auto" the family's own
+    (``DEFAULT_HETEROGENEITY``, else the first of its ``HETEROGENEITY``); checked."""
+    if value == "auto":
+        return getattr(family, "DEFAULT_HETEROGENEITY", family.HETEROGENEITY[0])
+    return check_choice("heterogeneity", value, family.HETEROGENEITY)
 
 
 def cluster_of(agent: int, num_agents: int, clusters: int) -> int:

@@ -64,6 +64,7 @@ class FewShotImages:
 
     HETEROGENEITY: tuple[str, ...] = ("none", "classes", "alphabet", "clusters")
     DEFAULT_DTYPE = torch.float32
+    DEFAULT_HETEROGENEITY = "classes"  # each agent its window of the classes (the Dif-MAML authors' README)
     metric_names = ("acc", "loss")
 
     def __init__(
