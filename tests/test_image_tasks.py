@@ -328,3 +328,13 @@ def test_second_order_meta_gradient_through_conv4_matches_the_loop() -> None:
     down = meta_gradient_loop(model, {n: p - eps * direction[n] for n, p in params.items()}, batch, **kwargs)[1]
     slope = sum((grads[n] * direction[n]).sum() for n in params)
     assert math.isclose(((up - down) / (2 * eps)).item(), slope.item(), rel_tol=1e-5)
+
+
+def test_heterogeneity_auto_is_the_image_familys_own(omniglot_dir: Path) -> None:
+    from flower_difmaml.config import RunConfig
+    from flower_difmaml.learner import MetaLearner
+
+    config = RunConfig(task="omniglot", data_dir=str(omniglot_dir), meta_train_characters=11, n_way=2, shots=1,
+                       queries=1, filters=4, rotations=False)
+    assert config.heterogeneity == "auto"
+    assert MetaLearner.from_config(config, 2).family.heterogeneity == "classes"
