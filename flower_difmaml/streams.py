@@ -51,17 +51,24 @@ def keyed_generator(seed: int, agent: int, round_: int, stream: Stream) -> np.ra
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, agent, round_, stream])))
 
 
-def _mulhilo(a: Tensor, m: int) -> tuple[Tensor, Tensor]:
-    """(high, low) 32-bit words of a * m, for int64 tensors holding 32-bit words and a
-    32-bit constant m: multiplied in 16-bit halves, so no int64 product overflows."""
+Words = Tensor | np.ndarray  # 32-bit words, in int64 tensors or uint64 numpy arrays
+
+
+def _mulhilo(a: Words, m: int) -> tuple[Words, Words]:
+    """(high, low) 32-bit words of a * m, for 32-bit words ``a`` and a 32-bit constant m.
+    numpy uint64 holds the 64-bit product; torch's int64 would overflow, so there it is
+    multiplied in 16-bit halves."""
+    if isinstance(a, np.ndarray):
+        product = a * np.uint64(m)
+        return product >> np.uint64(32), product & np.uint64(MASK32)
     low_half = (a & 0xFFFF) * m  # < 2^48
     middle = (a >> 16) * m + (low_half >> 16)  # a * m = middle * 2^16 + low_half % 2^16
     return middle >> 16, ((middle & 0xFFFF) << 16) | (low_half & 0xFFFF)
 
 
-def philox4x32(counter: Sequence[Tensor], key: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Philox4x32-10 of four counter words (int64 tensors of 32-bit words, broadcast) under a
-    two-word key: each of 10 rounds maps (c0, c1, c2, c3) to
+def philox4x32(counter: Sequence[Words], key: Sequence[int]) -> tuple[Words, Words, Words, Words]:
+    """Philox4x32-10 of four counter words (int64 tensors or uint64 numpy arrays of 32-bit
+    words, broadcast) under a two-word key: each of 10 rounds maps (c0, c1, c2, c3) to
     (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1, lo(M0 c0)), the key bumped by
     the Weyl increments between rounds. Random123's known answers are in tests/test_streams.py."""
     c0, c1, c2, c3 = counter
@@ -92,16 +99,24 @@ def keyed_uniform(
     """
     _check_word("seed", seed)
     _check_word("round", round_)
-    agents = torch.as_tensor(agents, dtype=torch.int64, device=device).reshape(-1, 1)
+    agents = torch.as_tensor(agents, dtype=torch.int64).reshape(-1, 1)
     if len(agents) and not (0 <= int(agents.min()) and int(agents.max()) < WORD):
         raise ValueError(f"agents: out of range 0..{WORD - 1}")
     pairs = (count + 1) // 2
-    j = torch.arange(pairs, dtype=torch.int64, device=device).reshape(1, -1)
-    zero = torch.zeros((), dtype=torch.int64, device=device)
-    words = philox4x32((j, agents, zero + round_, zero), (seed, int(stream)))
-    draws = torch.stack(
-        [(words[0] >> 5) * 2**26 + (words[1] >> 6), (words[2] >> 5) * 2**26 + (words[3] >> 6)], dim=-1
-    )
+    if torch.device(device).type == "cpu":  # numpy: a quarter of torch's per-operation cost, the same bits
+        j, rows = np.arange(pairs, dtype=np.uint64).reshape(1, -1), agents.numpy().astype(np.uint64)
+        zero = np.zeros((1, 1), dtype=np.uint64)
+        words = philox4x32((j, rows, zero + np.uint64(round_), zero), (seed, int(stream)))
+        double = np.stack([(words[0] >> np.uint64(5)) * np.uint64(2**26) + (words[1] >> np.uint64(6)),
+                           (words[2] >> np.uint64(5)) * np.uint64(2**26) + (words[3] >> np.uint64(6))], axis=-1)
+        draws = torch.from_numpy(double.astype(np.int64))
+    else:
+        j = torch.arange(pairs, dtype=torch.int64, device=device).reshape(1, -1)
+        zero = torch.zeros((), dtype=torch.int64, device=device)
+        words = philox4x32((j, agents.to(device), zero + round_, zero), (seed, int(stream)))
+        draws = torch.stack(
+            [(words[0] >> 5) * 2**26 + (words[1] >> 6), (words[2] >> 5) * 2**26 + (words[3] >> 6)], dim=-1
+        )
     return draws.reshape(len(agents), 2 * pairs)[:, :count].to(torch.float64) / 2.0**53
 
 

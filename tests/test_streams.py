@@ -21,6 +21,21 @@ def test_philox_matches_random123(counter, key, expected) -> None:
     assert tuple(int(w) for w in words) == expected
 
 
+@pytest.mark.parametrize(("counter", "key", "expected"), KNOWN_ANSWERS)
+def test_philox_in_numpy_matches_random123(counter, key, expected) -> None:
+    words = philox4x32([np.array([c], dtype=np.uint64) for c in counter], key)
+    assert tuple(int(w[0]) for w in words) == expected
+
+
+def test_philox_gives_the_same_words_in_numpy_and_torch() -> None:
+    """The CPU draws (numpy) and the other devices' (torch integer ops) are the same bits."""
+    counter = np.random.default_rng(0).integers(0, 2**32, size=(4, 10_000), dtype=np.uint64)
+    in_numpy = philox4x32(list(counter), (0x9E3779B9, 7))
+    in_torch = philox4x32([torch.from_numpy(c.astype(np.int64)) for c in counter], (0x9E3779B9, 7))
+    for a, b in zip(in_numpy, in_torch):
+        np.testing.assert_array_equal(a.astype(np.int64), b.numpy())
+
+
 def test_one_agent_draws_what_it_draws_among_all() -> None:
     together = keyed_uniform(3, range(50), 7, Stream.TRAIN, 9)
     assert together.shape == (50, 9) and together.dtype == torch.float64

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 import torch
@@ -89,10 +90,17 @@ class SinusoidTasks:
             return amplitude, _slice(phase, cluster_of(agent, self.num_agents, self.clusters), self.clusters)
         return amplitude, _slice(phase, agent, self.num_agents)
 
+    @cached_property
+    def _bounds(self) -> dict[bool, Tensor]:
+        """{own: (N, 4) rows (amplitude low, high, phase low, high) of each agent's own
+        distribution; not own: one row, the full distribution's}."""
+        rows = {own: [self.ranges(k if own else None) for k in range(self.num_agents if own else 1)] for own in (True, False)}
+        return {own: torch.tensor([[*a, *p] for a, p in r], dtype=torch.float64) for own, r in rows.items()}
+
     def _parameters(self, key: DrawKey, agents: Sequence[int], own: bool, uniform: Tensor) -> tuple[Tensor, Tensor]:
         """Amplitudes and phases (A, T, 1) of each agent's T tasks from its 2T ``uniform`` draws."""
-        ranges = [self.ranges(k if own else None) for k in agents]
-        bounds = torch.tensor([[*a, *p] for a, p in ranges], dtype=torch.float64, device=key.device)
+        rows = torch.as_tensor(agents, dtype=torch.int64) if own else torch.zeros(len(agents), dtype=torch.int64)
+        bounds = self._bounds[own][rows].to(key.device)
         a_lo, a_hi, p_lo, p_hi = (bounds[:, i, None, None] for i in range(4))
         num_tasks = uniform.shape[1] // 2
         amplitude = a_lo + (a_hi - a_lo) * uniform[:, :num_tasks, None]
