@@ -6,7 +6,7 @@ request the round loop sends them,
 
     train(TrainRequest)       -> TrainReplies     phi_k = w_k - mu * step(grad J_k(w_k)), all in one vmap
     combine(CombineRequest)   -> CombineReplies   the resilient rule on each agent's own tasks
-    evaluate(EvaluateRequest) -> EvaluateReplies  the family's metrics after adaptation, all in one vmap
+    evaluate(EvaluateRequest) -> EvaluateReplies  the family's metrics after adaptation (vmapped calls of bounded memory)
 
 The vectorised engine is one block of all N agents in its process; a Flower ClientApp
 hosts the block of its node (``block_agents``: node m of M hosts a contiguous range), and
@@ -36,8 +36,8 @@ from .network.faults import INJECTED_FAILURE, agent_fails
 from .network.resilient import initial_running_losses
 from .strategies.base import NeighbourModels
 
-EVAL_TASKS_PER_CHUNK = 2000  # evaluation tasks in one vmap call (bounds memory at N = 1000)
-# agents per vmap call of the meta-step (N = 1000, float32, 2 cores: 533 ms a step vs 721 ms in one call)
+# at most this many agents a vmap call of the meta-step (N = 1000, float32, 2 cores: 533 ms a
+# step vs 721 ms in one call), fewer where their tasks exceed key chunk-memory-mb
 TRAIN_AGENTS_PER_CHUNK = 256
 
 OptimizerStates = dict[int, dict[str, np.ndarray]]  # agent -> its meta-optimizer state, on the host
@@ -110,18 +110,23 @@ class CombineReplies:
 
 @dataclass
 class EvaluateRequest:
-    """Each agent in ``models`` evaluates its model after each of ``steps`` adaptation steps."""
+    """Each agent in ``models`` evaluates its model after each of ``steps`` adaptation steps,
+    on ``tasks`` tasks per source (0: key ``eval-tasks``)."""
 
     round: int
     models: dict[int, np.ndarray]
     steps: tuple[int, ...]
+    tasks: int = 0
 
 
 @dataclass
 class EvaluateReplies:
-    """{``<full|own>-<metric>``: {agent: values after each step}} for the agents that answered."""
+    """{``<full|own>-<metric>``: {agent: values after each step}} for the agents that answered:
+    ``metrics`` the means over the agent's tasks, ``sd`` their standard deviations (ddof 1;
+    NaN for one task), what the 95 % intervals are made of."""
 
     metrics: dict[str, dict[int, np.ndarray]]
+    sd: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
 
 
 def node_mean(replies: TrainReplies) -> tuple[np.ndarray, int, float]:
@@ -154,9 +159,10 @@ class AgentBlock:
         self.initial_state = learner.initial_optimizer_state
         self.states: dict[int, dict[str, torch.Tensor]] = {}  # agents not here have the initial state
         self.running_losses: dict[int, np.ndarray] = {}  # resilient r_k; agents not here start at 1
-        step = vmap(learner.meta_step, chunk_size=TRAIN_AGENTS_PER_CHUNK)
+        agents_per_call = max(1, min(TRAIN_AGENTS_PER_CHUNK, learner.train_chunk // learner.config.tasks_per_agent))
+        step = vmap(learner.meta_step, chunk_size=agents_per_call)
         self.step = torch.compile(step) if learner.config.compile else step  # key compile
-        self._eval_batches: dict[str, TaskBatch] | None = None
+        self._eval_batches: dict[int, dict[str, TaskBatch]] = {}  # tasks per agent -> source -> batch
 
     def _check(self, agents: Sequence[int]) -> None:
         foreign = sorted(set(agents) - set(self.agents))
@@ -204,30 +210,28 @@ class AgentBlock:
             out.models[k], out.running_losses[k] = model, self.running_losses[k]
         return out
 
-    def evaluation_batches(self) -> dict[str, TaskBatch]:
-        """The block's agents' fixed evaluation tasks, stacked in block order (drawn once)."""
-        if self._eval_batches is None:
-            self._eval_batches = self.learner.evaluation_batches(self.agents)
-        return self._eval_batches
+    def evaluation_batches(self, num_tasks: int = 0) -> dict[str, TaskBatch]:
+        """The block's agents' fixed evaluation tasks, ``num_tasks`` per agent (default
+        ``eval-tasks``), stacked in block order (drawn once per count)."""
+        num_tasks = num_tasks or self.learner.config.eval_tasks
+        if num_tasks not in self._eval_batches:
+            self._eval_batches[num_tasks] = self.learner.evaluation_batches(self.agents, num_tasks)
+        return self._eval_batches[num_tasks]
 
     def evaluate(self, request: EvaluateRequest) -> EvaluateReplies:
         self._check(request.models)
         agents = sorted(request.models)
         rows = [self.agents.index(k) for k in agents] if len(agents) < len(self.agents) else list(range(len(agents)))
         params = self.learner.layout.params(np.stack([request.models[k] for k in agents]))
-        evaluate = vmap(lambda p, b: self.learner.evaluate_batch(p, b, request.steps))
-        chunk = max(1, EVAL_TASKS_PER_CHUNK // self.learner.config.eval_tasks)
-        out: dict[str, dict[int, np.ndarray]] = {}
-        for source, batch in self.evaluation_batches().items():
+        out = EvaluateReplies({})
+        for source, batch in self.evaluation_batches(request.tasks).items():
             batch = TaskBatch(*(t[rows] for t in batch)) if len(rows) < len(self.agents) else batch
-            parts = [
-                evaluate({n: p[i : i + chunk] for n, p in params.items()}, TaskBatch(*(t[i : i + chunk] for t in batch)))
-                for i in range(0, len(agents), chunk)
-            ]
-            for name in parts[0]:
-                values = torch.cat([part[name] for part in parts]).cpu().numpy().astype(np.float64)
-                out[f"{source}-{name}"] = dict(zip(agents, values))
-        return EvaluateReplies(out)
+            for name, values in self.learner.evaluation_per_task(params, batch, request.steps).items():
+                values = values.to(torch.float64)  # (agents, tasks, steps)
+                sd = values.std(dim=1) if values.shape[1] > 1 else torch.full_like(values[:, 0], float("nan"))
+                out.metrics[f"{source}-{name}"] = dict(zip(agents, values.mean(dim=1).cpu().numpy()))
+                out.sd[f"{source}-{name}"] = dict(zip(agents, sd.cpu().numpy()))
+        return out
 
     def optimizer_states(self, agents: Sequence[int] | None = None) -> OptimizerStates:
         """Each agent's (of ``agents``, default all) meta-optimizer state that differs from the

@@ -59,7 +59,8 @@ class RunConfig:
     diffusion_order: str = field(default="atc", **_choice(*DIFFUSION_ORDERS))
     num_rounds: int = field(default=500, **_range(1))
     eval_every: int = field(default=50, **_range(1))
-    eval_tasks: int = field(default=100, **_range(1))
+    eval_tasks: int = field(default=0, **_range(0))  # 0: the task family's own (sinusoid 100, images 20)
+    final_eval_tasks: int = field(default=600, **_range(0))  # the last evaluation: at least this many tasks in all
     seed: int = field(default=0, **_range(0, 2**32 - 1))  # a 32-bit word of the keyed draws
     results_dir: str = "~/flower-difmaml-results"
     run_name: str = ""
@@ -76,6 +77,7 @@ class RunConfig:
     dtype: str = field(default="auto", **_choice(*DTYPES))
     device: str = "cpu"  # checked by devices.check_device (spelling); resolved where the agents compute
     compile: bool = False  # vectorised engine only: torch.compile the agents' meta-step
+    chunk_memory_mb: int = field(default=1024, **_range(1))  # what one vmapped call may hold (estimated)
     filters: int = field(default=64, **_range(1))
     rotations: bool = True
     data_dir: str = "~/flower-difmaml-data"

@@ -20,14 +20,14 @@ from torch.func import vmap
 from .config import ConfigError, RunConfig
 from .devices import resolve_device
 from .meta import MetaOptimizer, Params, TaskBatch, make_meta_optimizer, meta_gradient
-from .meta.maml import evaluate_after_adaptation, meta_objective
+from .meta.maml import evaluate_after_adaptation, meta_objective, metrics_after_adaptation
 from .meta.optimizers import OptimizerState
 from .models import initial_parameters
 from .network.attacks import attacked_model, byzantine_agents
 from .network.resilient import resilient_combine
 from .streams import DrawKey, Stream
 from .tasks import TaskFamily, family_class
-from .tasks.base import heterogeneity_of, numpy_dtype
+from .tasks.base import eval_tasks_of, heterogeneity_of, numpy_dtype
 
 EVAL_ROUND = 0  # evaluation tasks are the same at every evaluation
 SOURCES = ("full", "own")  # evaluation tasks from the full distribution, and from the agent's own
@@ -78,14 +78,15 @@ class ParamLayout:
         out, start = {}, 0
         for name, shape in zip(self.names, self.shapes):
             size = math.prod(shape)
-            out[name] = flat[..., start : start + size].reshape(*lead, *shape)
+            out[name] = flat[..., start : start + size].reshape(*lead, *shape).contiguous()  # strided views slow vmapped matmuls
             start += size
         return out
 
 
 @dataclass(frozen=True)
 class MetaLearner:
-    """Agent-side MAML for a run config on ``num_agents`` agents, computing on ``device``.
+    """Agent-side MAML for a run config on ``num_agents`` agents, computing on ``device``;
+    ``config`` has the family's own values where the run config left them to it (``auto``, 0).
 
     Tasks are drawn on the CPU (the same numbers on every device) and moved to ``device``;
     parameters and optimizer states live there; models leave as numpy vectors.
@@ -103,10 +104,13 @@ class MetaLearner:
         """The learner of ``config``; ``device`` (default: key ``device``) must exist here."""
         where = resolve_device(config.device if device is None else device)
         family_type = family_class(config.task)
-        resolved = config.replace(heterogeneity=heterogeneity_of(family_type, config.heterogeneity))  # "auto": the family's
+        resolved = config.replace(  # "auto" and 0: the family's own
+            heterogeneity=heterogeneity_of(family_type, config.heterogeneity),
+            eval_tasks=eval_tasks_of(family_type, config.eval_tasks),
+        )
         family = family_type.from_config(resolved, num_agents)
         return cls(
-            config=config,
+            config=resolved,
             num_agents=num_agents,
             family=family,
             model=family.make_model().to(where),
@@ -172,14 +176,22 @@ class MetaLearner:
     def meta_step(self, params: Params, state: OptimizerState, batch: TaskBatch) -> tuple[Params, OptimizerState, Tensor]:
         """Adapt: phi_k = w_k - mu * step(grad J_k(w_k)) on ``batch``; returns (phi_k, new state, J_k(w_k)).
 
-        Pure: ``vmap`` it over agents. An empty ``state`` is initialised first.
+        Pure: ``vmap`` it over agents. An empty ``state`` is initialised first. Tasks that do
+        not fit in one call (``train_chunk``) are taken in chunks.
         """
         c = self.config
-        grads, loss = meta_gradient(
-            self.model, params, batch,
-            inner_lr=c.inner_lr, inner_steps=c.inner_steps, first_order=c.first_order,
-            loss_fn=self.family.loss_fn,
-        )
+        kwargs = dict(inner_lr=c.inner_lr, inner_steps=c.inner_steps, first_order=c.first_order, loss_fn=self.family.loss_fn)
+        num_tasks, chunk = batch.num_tasks, self.train_chunk
+        if num_tasks <= chunk:
+            grads, loss = meta_gradient(self.model, params, batch, **kwargs)
+        else:  # grad J = sum over chunks of (T_c / T) grad J_c: the graph of one chunk at a time
+            grads, loss = {n: torch.zeros_like(p) for n, p in params.items()}, torch.zeros((), dtype=self.layout.dtype, device=self.device)
+            for i in range(0, num_tasks, chunk):
+                part = TaskBatch(*(t[i : i + chunk] for t in batch))
+                part_grads, part_loss = meta_gradient(self.model, params, part, **kwargs)
+                share = part.num_tasks / num_tasks
+                grads = {n: g + share * part_grads[n] for n, g in grads.items()}
+                loss = loss + share * part_loss
         new_params, new_state = self.optimizer.step(params, grads, state or self.optimizer.init(params))
         return new_params, new_state, loss
 
@@ -231,15 +243,107 @@ class MetaLearner:
             models, dict(zip(candidates, losses.tolist())), running_losses, agent, self.config.resilient_gamma
         )
 
-    def evaluation_batches(self, agents: Sequence[int]) -> dict[str, TaskBatch]:
+    def final_tasks(self) -> int:
+        """Tasks per agent and source of the last evaluation: at least ``eval-tasks``, and
+        ``final-eval-tasks`` over the network (the literature's 600 test tasks: the network's
+        mean and 95 % interval are over at least that many)."""
+        return max(self.config.eval_tasks, math.ceil(self.config.final_eval_tasks / self.num_agents))
+
+    def evaluation_batches(self, agents: Sequence[int], num_tasks: int = 0) -> dict[str, TaskBatch]:
         """The evaluation tasks of each of ``agents`` (the same at every evaluation), from the
-        full distribution and from its own: stacked batches, leading dims (agents, eval-tasks)."""
+        full distribution and from its own: stacked batches, leading dims (agents, tasks);
+        ``num_tasks`` per agent (default ``eval-tasks``)."""
         draws = zip(SOURCES, (Stream.EVAL_FULL, Stream.EVAL_OWN), (False, True))
+        num_tasks = num_tasks or self.config.eval_tasks
         return {
-            source: self.family.sample_evaluation(self.draw_key(EVAL_ROUND, stream), self.config.eval_tasks, agents, own)
+            source: self.family.sample_evaluation(self.draw_key(EVAL_ROUND, stream), num_tasks, agents, own)
             .to(self.device)
             for source, stream, own in draws
         }
+
+    @cached_property
+    def activation_bytes(self) -> tuple[int, int]:
+        """(support, query): the bytes of every module's outputs on one task's support set and
+        on its query set (measured once, on one evaluation task, in the model's dtype)."""
+        batch = self.family.sample_evaluation(self.draw_key(EVAL_ROUND, Stream.EVAL_FULL), 1, [0], own=False)
+        batch = batch.to(self.device).agent(0)
+        outputs: list[int] = []
+        hooks = [m.register_forward_hook(lambda m, i, out: outputs.append(out.numel() * out.element_size()))
+                 for m in self.model.modules() if not list(m.children())]
+        try:
+            with torch.no_grad():
+                params = self.initial_parameters()
+                torch.func.functional_call(self.model, params, (batch.x_support[0],))
+                support = sum(outputs)
+                torch.func.functional_call(self.model, params, (batch.x_query[0],))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return support, sum(outputs) - support
+
+    @property
+    def _parameter_bytes(self) -> int:
+        return self.layout.size * torch.finfo(self.layout.dtype).bits // 8
+
+    @property
+    def evaluation_task_bytes(self) -> int:
+        """An estimate of what one evaluation task holds while it adapts: its adapted
+        parameters and their gradient, a support pass's activations kept for the backward pass
+        and their gradients (4x the support outputs), and a query pass's outputs. Digits'
+        defaults: 208 MB estimated, 137-183 MB measured a task (peak RSS of 16 and 4 tasks a call)."""
+        support, query = self.activation_bytes
+        return 2 * self._parameter_bytes + 4 * support + query
+
+    @property
+    def train_task_bytes(self) -> int:
+        """An estimate of what one task's meta-gradient holds: the graph of each inner step
+        (its support pass, and the gradient's own graph for second order: 4x the support
+        outputs a step), the query pass and the backward through all of it (4x the support
+        outputs more), and four copies of the parameters. Digits' defaults (one inner step):
+        370 MB estimated, 352 MB measured a task (peak RSS of 8 tasks a call vs 2)."""
+        support, query = self.activation_bytes
+        return (4 * max(self.config.inner_steps, 1) + 4) * support + query + 4 * self._parameter_bytes
+
+    @property
+    def _chunk_bytes(self) -> int:
+        return self.config.chunk_memory_mb * 2**20
+
+    @property
+    def evaluation_chunk(self) -> int:
+        """Evaluation tasks in one vmap call: as many as key ``chunk-memory-mb`` holds (at least one)."""
+        return max(1, self._chunk_bytes // self.evaluation_task_bytes)
+
+    @property
+    def train_chunk(self) -> int:
+        """Training tasks in one vmap call: as many as key ``chunk-memory-mb`` holds (at least one)."""
+        return max(1, self._chunk_bytes // self.train_task_bytes)
+
+    def evaluation_per_task(self, params: Params, batch: TaskBatch, steps: Sequence[int]) -> dict[str, Tensor]:
+        """The family's metrics of each task after ``steps`` fine-tuning steps (lr ``inner-lr``),
+        stacked parameters and batches of A agents: {metric: (A, T, len(steps))}. Computed
+        in calls of at most ``evaluation_chunk`` tasks: whole agents at a time where an
+        agent's tasks fit in one call, else one agent at a time in chunks of its tasks."""
+        chunk, num_agents, num_tasks = self.evaluation_chunk, batch.x_support.shape[0], batch.x_support.shape[1]
+        c = self.config
+
+        def per_agent(p: Params, b: TaskBatch, chunk_size: int | None = None) -> dict[str, Tensor]:
+            return metrics_after_adaptation(
+                self.model, p, b, inner_lr=c.inner_lr, steps=steps, loss_fn=self.family.loss_fn,
+                metrics=self.family.metrics, chunk_size=chunk_size,
+            )
+
+        if chunk >= num_tasks:
+            agents = chunk // num_tasks
+            parts = [
+                vmap(per_agent)({n: p[i : i + agents] for n, p in params.items()}, TaskBatch(*(t[i : i + agents] for t in batch)))
+                for i in range(0, num_agents, agents)
+            ]
+        else:
+            parts = [
+                {name: v.unsqueeze(0) for name, v in per_agent({n: p[i] for n, p in params.items()}, batch.agent(i), chunk).items()}
+                for i in range(num_agents)
+            ]
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
     def evaluate_batch(self, params: Params, batch: TaskBatch, steps: Sequence[int]) -> dict[str, Tensor]:
         """The family's metrics after ``steps`` fine-tuning steps (lr ``inner-lr``), mean over

@@ -238,6 +238,8 @@ class FlowerAgents:
         for reply in replies.values():
             for key, curves in reply.metrics.items():
                 out.metrics.setdefault(key, {}).update(curves)
+            for key, curves in reply.sd.items():
+                out.sd.setdefault(key, {}).update(curves)
         return out
 
     def optimizer_states(self) -> OptimizerStates:

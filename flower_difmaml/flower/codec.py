@@ -47,7 +47,7 @@ NEIGHBOURS = "neighbours"  # combine: AGENTS + ROWS, every phi_l some agent of t
 LINKS = "links"  # combine: AGENTS, OFFSETS, SENDERS: agent AGENTS[i] gets SENDERS[OFFSETS[i]:OFFSETS[i+1]]
 RUNNING_LOSSES = "running-losses"  # AGENTS + ROWS: resilient r_k (one row per agent, length N)
 KEPT = "kept"  # combine reply: AGENTS, OFFSETS, SENDERS: whose models agent AGENTS[i] kept
-EVALUATION = "evaluation"  # evaluate reply: AGENTS + one (agents, steps) array a metric
+EVALUATION = "evaluation"  # evaluate reply: AGENTS + one (agents, steps) array a metric, and its SD
 NODE = "node"  # identify reply
 ARRAYS = "arrays"  # Flower's dialect: the model's named tensors (ArrayRecord(model.state_dict()))
 
@@ -59,6 +59,8 @@ SENDERS = "senders"
 ROUND = "round"
 RETURN_STATE = "return-state"
 STEPS = "steps"
+EVAL_TASKS = "tasks"  # evaluate: tasks per agent and source (0: eval-tasks)
+SD = "/sd"  # evaluate reply: "<metric>/sd" is the metric's standard deviation over the agent's tasks
 TRAIN_LOSS = "train-loss"
 NUM_TASKS = "num-tasks"
 COMPUTE_SECONDS = "compute-seconds"
@@ -253,20 +255,21 @@ def decode_combine_replies(content: RecordDict) -> CombineReplies:
 def encode_evaluate_request(request: EvaluateRequest) -> RecordDict:
     return RecordDict({
         MODELS: rows_record(request.models),
-        CONFIG: ConfigRecord({ROUND: request.round, STEPS: [int(s) for s in request.steps]}),
+        CONFIG: ConfigRecord({ROUND: request.round, STEPS: [int(s) for s in request.steps], EVAL_TASKS: request.tasks}),
     })
 
 
 def decode_evaluate_request(content: RecordDict) -> EvaluateRequest:
     config = _record(content, CONFIG, ConfigRecord)
     steps = tuple(int(s) for s in _value(config, CONFIG, STEPS))
-    return EvaluateRequest(int(_value(config, CONFIG, ROUND)), rows_of(_record(content, MODELS, ArrayRecord), MODELS), steps)
+    models = rows_of(_record(content, MODELS, ArrayRecord), MODELS)
+    return EvaluateRequest(int(_value(config, CONFIG, ROUND)), models, steps, int(_value(config, CONFIG, EVAL_TASKS)))
 
 
 def encode_evaluate_replies(replies: EvaluateReplies) -> RecordDict:
     agents = sorted(next(iter(replies.metrics.values()), {}))
     record = ArrayRecord({AGENTS: _ids(agents)})
-    for key, curves in replies.metrics.items():
+    for key, curves in (*replies.metrics.items(), *((key + SD, sd) for key, sd in replies.sd.items())):
         record[key] = Array(np.ascontiguousarray(np.stack([curves[k] for k in agents]) if agents else np.zeros((0, 0))))
     return RecordDict({EVALUATION: record})
 
@@ -274,14 +277,17 @@ def encode_evaluate_replies(replies: EvaluateReplies) -> RecordDict:
 def decode_evaluate_replies(content: RecordDict) -> EvaluateReplies:
     record = _record(content, EVALUATION, ArrayRecord)
     agents = _array(record, EVALUATION, AGENTS).tolist()
-    metrics = {}
+    replies = EvaluateReplies({})
     for key, array in record.items():
         if key != AGENTS:
             values = array.numpy()
             if len(values) != len(agents):
                 raise CodecError(f"record {EVALUATION!r}: {len(values)} rows of {key!r} for {len(agents)} agents")
-            metrics[key] = dict(zip(agents, values))
-    return EvaluateReplies(metrics)
+            if key.endswith(SD):
+                replies.sd[key.removesuffix(SD)] = dict(zip(agents, values))
+            else:
+                replies.metrics[key] = dict(zip(agents, values))
+    return replies
 
 
 # ---- Flower's dialect (its stock strategies) -----------------------------------------------

@@ -165,7 +165,7 @@ def meta_gradient_loop(
     return dict(zip(names, grads)), loss.detach()
 
 
-def evaluate_after_adaptation(
+def metrics_after_adaptation(
     model: nn.Module,
     params: Params,
     batch: TaskBatch,
@@ -174,13 +174,15 @@ def evaluate_after_adaptation(
     steps: Sequence[int] = tuple(range(11)),
     loss_fn: LossFn = mse_loss,
     metrics: MetricsFn | None = None,
+    chunk_size: int | None = None,
 ) -> dict[str, Tensor]:
-    """Query metrics after ``steps`` SGD steps of eq. (1) on each task's support set.
+    """Query metrics of each task after ``steps`` SGD steps of eq. (1) on its support set.
 
     ``metrics(prediction, target)`` gives named scalars (default: ``{"loss": loss_fn}``).
-    Returns {name: tensor of shape (len(steps),)}: entry j is the mean over tasks of the
-    metric at theta_t^{steps[j]} on Q_t, theta_t^0 = w. Adapts max(steps) times and
-    evaluates only at the listed steps. No graph is kept (first-order evaluation).
+    Returns {name: tensor of shape (T, len(steps))}: entry (t, j) is the metric at
+    theta_t^{steps[j]} on Q_t, theta_t^0 = w. Adapts max(steps) times and evaluates only at
+    the listed steps. No graph is kept (first-order evaluation). ``chunk_size`` tasks go
+    through one ``vmap`` call at a time (memory; default: all).
     """
     task_loss = _task_loss(model, loss_fn)
     support_grad = grad(task_loss)
@@ -199,4 +201,19 @@ def evaluate_after_adaptation(
         return {name: torch.stack([measured[step][name] for step in steps]) for name in measured[wanted[0]]}
 
     with torch.no_grad():
-        return {name: values.mean(dim=0) for name, values in vmap(one_task)(*batch).items()}
+        return vmap(one_task, chunk_size=chunk_size)(*batch)
+
+
+def evaluate_after_adaptation(
+    model: nn.Module,
+    params: Params,
+    batch: TaskBatch,
+    *,
+    inner_lr: float,
+    steps: Sequence[int] = tuple(range(11)),
+    loss_fn: LossFn = mse_loss,
+    metrics: MetricsFn | None = None,
+) -> dict[str, Tensor]:
+    """The mean over the batch's tasks of :func:`metrics_after_adaptation`: {name: (len(steps),)}."""
+    per_task = metrics_after_adaptation(model, params, batch, inner_lr=inner_lr, steps=steps, loss_fn=loss_fn, metrics=metrics)
+    return {name: values.mean(dim=0) for name, values in per_task.items()}

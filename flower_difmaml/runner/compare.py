@@ -1,4 +1,5 @@
-"""Several strategies x seeds on one graph: runs, one table (mean ± std over seeds), plots.
+"""Several strategies x seeds on one graph: runs, one table (mean ± std over seeds, and the
+runs' 95 % interval over tasks), plots.
 
     flower-difmaml compare --strategies dif-maml,fedavg-maml,non-coop --seeds 0,1,2 -c "..."
     flower-difmaml report <folder>
@@ -93,12 +94,19 @@ def table(folder: Path, groups: dict[str, list[Path]] | None = None) -> list[dic
     return rows
 
 
+def _cell(row: dict, key: str) -> str:
+    """mean ± std over seeds, and [± the seeds' mean 95 % half-width over tasks] where known."""
+    interval = row.get(f"{key}-ci95-mean")
+    return f"{row[f'{key}-mean']:.4g} ± {row[f'{key}-std']:.2g}" + ("" if interval is None else f" [±{interval:.2g}]")
+
+
 def markdown(rows: list[dict]) -> str:
-    keys = [k.removesuffix("-mean") for k in rows[0] if k.endswith("-mean")]
+    """The table: one column a final metric, "mean ± std over seeds [± 95 % interval over tasks]"."""
+    keys = [k.removesuffix("-mean") for k in rows[0] if k.endswith("-mean") and not k.endswith("-ci95-mean")]
     header = "| strategy | seeds | " + " | ".join(keys) + " |"
     lines = [header, "|---|---:|" + "---:|" * len(keys)]
     for row in rows:
-        cells = [f"{row[f'{k}-mean']:.4g} ± {row[f'{k}-std']:.2g}" for k in keys]
+        cells = [_cell(row, k) for k in keys]
         lines.append(f"| {row['strategy']} | {row['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

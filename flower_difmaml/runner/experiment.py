@@ -162,7 +162,7 @@ def run_experiment(
         groups=getattr(learner.family, "groups", None),
         start_round=checkpoint.round + 1 if checkpoint else 1, checkpoint=save, byzantine=setup.byzantine,
         reported_steps=learner.reported_steps, curve_steps=learner.curve_steps, headline=learner.family.metric_names[0],
-        progress=progress, evaluation_keys=learner.evaluation_keys,
+        progress=progress, evaluation_keys=learner.evaluation_keys, eval_tasks=(learner.config.eval_tasks, learner.final_tasks()),
     )
     np.save(run_dir / "models.npy", strategy.current_models())
     for name, array in strategy.artifacts().items():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import networkx as nx
@@ -54,8 +55,10 @@ def plot_run(run_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 4))
         for key, style in ((f"full-{metric}-1", "-"), (f"full-{metric}-{last}", "--"),
                            (f"own-{metric}-1", ":"), (f"own-{metric}-{last}", "-.")):
-            ax.plot(rounds, values([m[key] for m in evaluations]), style, label=key)
-        ax.set(xlabel="round", ylabel=f"{metric} after adaptation", yscale=scale, title=run_dir.name)
+            mean = values([m[key] for m in evaluations])
+            (line,) = ax.plot(rounds, mean, style, label=key)
+            _interval(ax, rounds, mean, [m.get(f"{key}-ci95") for m in evaluations], line, scale)
+        ax.set(xlabel="round", ylabel=f"{metric} after adaptation (± 95 % interval)", yscale=scale, title=run_dir.name)
         ax.legend()
         written.append(_save(fig, run_dir / f"{metric}.png"))
 
@@ -72,11 +75,22 @@ def plot_run(run_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     last = with_curves[-1]
     for key in (f"full-{headline}-curve", f"own-{headline}-curve"):
-        ax.plot(range(len(last[key])), values(last[key]), marker="o", label=key.removesuffix("-curve"))
+        mean = values(last[key])
+        (line,) = ax.plot(range(len(mean)), mean, marker="o", label=key.removesuffix("-curve"))
+        _interval(ax, range(len(mean)), mean, last.get(f"{key}-ci95", []), line, scale)
     ax.set(xlabel="adaptation steps", ylabel=headline, yscale=scale, title=f"after round {last['round']}")
     ax.legend()
     written.append(_save(fig, run_dir / "adaptation.png"))
     return written
+
+
+def _interval(ax: plt.Axes, x: Sequence, mean: np.ndarray, half: Sequence, line: Any, scale: str) -> None:
+    """Shade mean ± the 95 % half-widths ``half`` (None or missing: no shade there)."""
+    if len(half) != len(mean) or all(h is None for h in half):
+        return
+    half = np.array([np.nan if h is None else h for h in half], dtype=np.float64)
+    low = np.maximum(mean - half, LOG_RANGE[0]) if scale == "log" else mean - half
+    ax.fill_between(list(x), low, mean + half, color=line.get_color(), alpha=0.15)
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -87,12 +101,17 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def _band(ax: plt.Axes, runs: list[list[dict]], key: str, label: str, values: Callable[[list], np.ndarray] = _log_values) -> None:
-    """Mean ± std over seeds of ``key`` at the rounds every run evaluated."""
+    """Mean ± std over seeds of ``key`` at the rounds every run evaluated (one seed: ± its
+    95 % interval over tasks, where the run has one)."""
     series = [{m["round"]: m[key] for m in run if key in m} for run in runs]
     rounds = sorted(set.intersection(*(set(s) for s in series)))
     stacked = np.array([values([s[r] for r in rounds]) for s in series])
     mean, std = stacked.mean(axis=0), stacked.std(axis=0)
     (line,) = ax.plot(rounds, mean, label=label)
+    if len(runs) == 1:
+        half = {m["round"]: m.get(f"{key}-ci95") for m in runs[0]}
+        _interval(ax, rounds, mean, [half.get(r) for r in rounds], line, "log" if values is _log_values else "linear")
+        return
     low = np.maximum(mean - std, LOG_RANGE[0]) if values is _log_values else mean - std
     ax.fill_between(rounds, low, mean + std, color=line.get_color(), alpha=0.2)
 
@@ -108,7 +127,7 @@ def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[
     for ax, key in zip(axes, (f"full-{headline}-1", f"own-{headline}-1")):
         for strategy, runs in metrics.items():
             _band(ax, runs, key, strategy, values)
-        ax.set(xlabel="round", ylabel=f"{key} (mean ± std over seeds)", yscale=scale)
+        ax.set(xlabel="round", ylabel=f"{key} (mean ± std over seeds; one seed: ± 95 % interval)", yscale=scale)
         ax.legend()
     written.append(_save(fig, folder / f"{headline}_vs_round.png"))
 

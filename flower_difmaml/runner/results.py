@@ -21,7 +21,8 @@ from .files import atomic_write_json, atomic_write_text
 
 # what ``final`` keeps of the last evaluation: "<full|own>-<metric>-<steps>" (also "byzantine-..."),
 # disagreement, and the truth metrics of a family that knows the true models (linear-regression)
-FINAL_KEY = re.compile(r"^(byzantine-)?(full|own)-[a-z]+-\d+$|^disagreement$|^msd(-db)?$|^laplacian-error$")
+FINAL_KEY = re.compile(r"^(byzantine-)?(full|own)-[a-z]+-\d+(-ci95)?$|^disagreement$|^msd(-db)?$|^laplacian-error$")
+Z95 = 1.959963984540054  # the normal distribution's 97.5 % quantile: mean ± Z95 * standard error
 
 
 def final_metrics(line: dict[str, Any]) -> dict[str, float]:
@@ -64,12 +65,24 @@ def check_writable(run_dir: Path) -> None:
         raise ConfigError(f"results-dir: cannot write in {ancestor} (permission denied); allowed: a writable folder")
 
 
+def interval95(sd: np.ndarray, num_tasks: int) -> float | None:
+    """The half-width of the 95 % interval of a mean over agents of their means over
+    ``num_tasks`` tasks each, from the agents' standard deviations ``sd`` over their tasks:
+    Z95 * sqrt(sum_k sd_k^2 / T) / n (tasks independent; the agents' models fixed). None
+    where an agent's spread is unknown (one task)."""
+    if len(sd) == 0 or not np.isfinite(sd).all():
+        return None
+    return float(Z95 * np.sqrt(np.sum(sd**2) / num_tasks) / len(sd))
+
+
 def evaluation_metrics(
     curves: dict[str, np.ndarray],
     steps: Sequence[int],
     reported_steps: Sequence[int],
     models: np.ndarray,
     byzantine: frozenset[int] = frozenset(),
+    sd: dict[str, np.ndarray] | None = None,
+    num_tasks: int = 0,
 ) -> dict[str, Any]:
     """Round metrics from per-agent metrics after ``steps`` adaptation steps and the models.
 
@@ -79,7 +92,10 @@ def evaluation_metrics(
     ("full-mse-1"), the per-agent values (None: no answer), the mean curve when every step
     from 0 up was evaluated, the number of agents evaluated per source, and the network
     disagreement (1/N) sum_k ||w_k - mean_l w_l||^2 over the normal agents. ``byzantine``
-    agents are left out of all of these; their means are ``byzantine-*``.
+    agents are left out of all of these; their means are ``byzantine-*``. With ``sd`` (the
+    same keys: each agent's standard deviation over its ``num_tasks`` tasks) every mean gets
+    its 95 % interval's half-width, "full-mse-1-ci95" (:func:`interval95`), and the line
+    says how many tasks each agent evaluated on (``tasks-per-agent``).
     """
     steps = list(steps)
     normal = np.array([k not in byzantine for k in range(len(models))])
@@ -88,15 +104,22 @@ def evaluation_metrics(
     for name, curve in curves.items():
         finite = np.isfinite(curve).all(axis=1)
         answered = curve[finite & normal]
+        spread = sd[name][finite & normal] if sd is not None and name in sd else None
         for step in reported_steps:
             key = f"{name}-{step}"
             out[key] = float(answered[:, steps.index(step)].mean()) if len(answered) else None
+            if spread is not None:
+                out[f"{key}-ci95"] = interval95(spread[:, steps.index(step)], num_tasks)
             agents[key] = [float(v) if np.isfinite(v) else None for v in curve[:, steps.index(step)]]
             if byzantine and (finite & ~normal).any():
                 out[f"byzantine-{key}"] = float(curve[finite & ~normal, steps.index(step)].mean())
         if steps == list(range(max(steps) + 1)) and len(answered):
             out[f"{name}-curve"] = [float(v) for v in answered.mean(axis=0)]
+            if spread is not None:
+                out[f"{name}-curve-ci95"] = [interval95(spread[:, j], num_tasks) for j in range(len(steps))]
         out[f"{name.split('-')[0]}-evaluated"] = len(answered)
+    if num_tasks:
+        out["tasks-per-agent"] = num_tasks
     kept = models[normal].astype(np.float64)
     out["disagreement"] = float(np.mean(np.sum((kept - kept.mean(axis=0)) ** 2, axis=1)))
     out["agents"] = agents
@@ -132,7 +155,7 @@ class RunRecorder:
     def _note(self, line: dict[str, Any]) -> None:
         if "disagreement" in line:  # an evaluation round
             self.last_evaluation = line
-        if curves := {k: v for k, v in line.items() if k.endswith("-curve")}:
+        if curves := {k: v for k, v in line.items() if k.endswith(("-curve", "-curve-ci95"))}:
             self.last_curves = curves
 
     def wall_seconds(self) -> float:

@@ -54,13 +54,13 @@ class Agents(Protocol):
 
 
 def evaluation_arrays(
-    replies: EvaluateReplies, keys: Sequence[str], num_agents: int, num_steps: int
+    replied: dict[str, dict[int, np.ndarray]], keys: Sequence[str], num_agents: int, num_steps: int
 ) -> dict[str, np.ndarray]:
-    """{key: (N, len(steps))} from the replies; NaN rows for agents that did not answer, or
-    answered something other than ``num_steps`` numbers."""
+    """{key: (N, len(steps))} from the replies' ``metrics`` (or ``sd``); NaN rows for agents
+    that did not answer, or answered something other than ``num_steps`` numbers."""
     out = {key: np.full((num_agents, num_steps), np.nan) for key in keys}
     for key, curves in out.items():
-        for agent, values in replies.metrics.get(key, {}).items():
+        for agent, values in replied.get(key, {}).items():
             values = np.asarray(values, dtype=np.float64)
             if values.shape == (num_steps,) and 0 <= agent < num_agents:
                 curves[agent] = values
@@ -128,6 +128,7 @@ def run_rounds(
     truth: Callable[[np.ndarray], dict[str, float]] | None = None,
     groups: Sequence[int] | None = None,
     evaluation_keys: Sequence[str] = ("full-mse", "own-mse"),
+    eval_tasks: tuple[int, int] = (100, 600),
 ) -> None:
     """Round 0 evaluates the initial models; rounds 1..R train, and evaluate every
     ``eval_every`` rounds (after ``reported_steps`` adaptation steps) and at the end (after
@@ -139,18 +140,20 @@ def run_rounds(
     of the means. ``truth(models)`` adds what a family that knows the true models measures
     (``msd``, ...) to every evaluation. ``groups`` (agents' groups, heterogeneity
     ``clusters``) adds the share of kept links inside the group to an agent-side combination.
-    ``evaluation_keys`` are what an evaluation reports per agent (``<full|own>-<metric>``).
+    ``evaluation_keys`` are what an evaluation reports per agent (``<full|own>-<metric>``),
+    on ``eval_tasks`` tasks per agent and source: (every evaluation, the last one).
     """
     start = time.perf_counter()
     size, dtype = strategy.current_models().shape[1], strategy.current_models().dtype
     shown = (f"full-{headline}-1", f"full-{headline}-{max(reported_steps)}", f"own-{headline}-1")
     silent = 0
 
-    def evaluate(round_: int, steps: Sequence[int]) -> dict:
+    def evaluate(round_: int, steps: Sequence[int], tasks: int) -> dict:
         models = strategy.current_models()
-        replies = agents.evaluate(EvaluateRequest(round_, dict(enumerate(models)), tuple(steps)))
-        curves = evaluation_arrays(replies, evaluation_keys, len(models), len(steps))
-        metrics = evaluation_metrics(curves, steps, reported_steps, models, byzantine)
+        replies = agents.evaluate(EvaluateRequest(round_, dict(enumerate(models)), tuple(steps), tasks))
+        curves = evaluation_arrays(replies.metrics, evaluation_keys, len(models), len(steps))
+        sd = evaluation_arrays(replies.sd, evaluation_keys, len(models), len(steps))
+        metrics = evaluation_metrics(curves, steps, reported_steps, models, byzantine, sd, tasks)
         return {**metrics, **(truth(models) if truth else {})}
 
     def warn(round_: int, failed: dict[int, str]) -> None:
@@ -159,7 +162,7 @@ def run_rounds(
                 progress(f"warning: round {round_}: agent {agent} failed: {reason}")
 
     if start_round <= 1:
-        recorder.record(0, evaluate(0, reported_steps))
+        recorder.record(0, evaluate(0, reported_steps, eval_tasks[0]))
     for round_ in range(start_round, num_rounds + 1):
         replies = checked(agents.train(TrainRequest(round_, strategy.train_plan(round_))), size, dtype)
         warn(round_, replies.failed)
@@ -181,7 +184,7 @@ def run_rounds(
         if replies.failed:
             line["failed-agents"] = sorted(replies.failed)
         if round_ % eval_every == 0 or round_ == num_rounds:
-            line.update(evaluate(round_, curve_steps if round_ == num_rounds else reported_steps))
+            line.update(evaluate(round_, *((curve_steps, eval_tasks[1]) if round_ == num_rounds else (reported_steps, eval_tasks[0]))))
             elapsed = time.perf_counter() - start
             progress(progress_line(round_, num_rounds, line, elapsed, round_ - start_round + 1, shown))
         recorder.record(round_, line)

@@ -20,7 +20,8 @@ the headline a progress line and the plots show); the files get ``<full|own>-<na
 e.g. ``full-mse-1`` or ``full-acc-10``. ``HETEROGENEITY`` lists the values of key
 ``heterogeneity`` the family understands; ``DEFAULT_DTYPE`` is what ``dtype = "auto"`` means,
 and ``DEFAULT_HETEROGENEITY`` (optional, else the first of ``HETEROGENEITY``) what
-``heterogeneity = "auto"`` means: ``from_config`` is given a config in which it is resolved.
+``heterogeneity = "auto"`` means, and ``EVAL_TASKS`` (optional, else 100) what
+``eval-tasks = 0`` means: ``from_config`` is given a config in which both are resolved.
 
 Optional: ``groups``, each agent's group (heterogeneity ``clusters``: agents of one group share
 a task distribution) or None; ``truth_metrics(models, laplacian)``, for a family that knows
@@ -48,6 +49,15 @@ def parse_dtype(value: str, default: torch.dtype) -> torch.dtype:
     """The torch dtype of run-config key ``dtype``: "float32", "float64" or "auto" (``default``)."""
     check_choice("dtype", value, ("auto", *DTYPES))
     return default if value == "auto" else DTYPES[value]
+
+
+EVAL_TASKS = 100  # key eval-tasks = 0 for a family without its own EVAL_TASKS
+
+
+def eval_tasks_of(family: type, value: int) -> int:
+    """Key ``eval-tasks`` for ``family``: ``value``, or where it is 0 the family's own
+    (``EVAL_TASKS``, else 100)."""
+    return value or getattr(family, "EVAL_TASKS", EVAL_TASKS)
 
 
 def heterogeneity_of(family: type, value: str) -> str:
