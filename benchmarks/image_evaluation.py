@@ -13,12 +13,13 @@ agent's own distribution), steps 0, 1 and 10 of adaptation (lr 0.4): 2 x 4 x 100
   default threads, the same tasks and initial model; the same accuracies to 1e-5.
 
 Then the default image setting (``task='digits'`` and nothing else: 10 agents, 5-way
-10-shot, 10 queries, the image families' eval-tasks) through the CLI for its memory, and
-the share of a default image run's time spent evaluating: one training round and one
-evaluation round measured in a short run, scaled to the default schedule (500 rounds,
-evaluation every 50 and the last one, steps 0..10, on ``final-eval-tasks``).
+10-shot, 10 queries, the image families' eval-tasks 20) through the CLI: its peak memory
+(10 agents, one round, one-step evaluations: the calls are chunked alike), and the share of
+a default run's time spent evaluating: seconds a training task, an evaluation task and a
+last-evaluation task (steps 0..10) measured in a short run on 2 agents, scaled to the
+default schedule (500 rounds, evaluation every 50, the last on ``final-eval-tasks``).
 
-    python benchmarks/image_evaluation.py [--repeats 3]
+    python benchmarks/image_evaluation.py [--repeats 2]
 
 Results: benchmarks/results/image_evaluation.json.
 """
@@ -119,7 +120,7 @@ def bare_evaluation_s(learner: MetaLearner) -> tuple[float, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     learner = MetaLearner.from_config(RunConfig(**KEYS), NUM_AGENTS)
     engine, bare, peaks = [], [], []
@@ -135,20 +136,26 @@ def main() -> None:
     agreement = max(abs(line["agents"][f"{source}-acc-{step}"][k] - accuracy[f"{source}-{k}"][j])
                     for source in ("full", "own") for k in range(NUM_AGENTS) for j, step in enumerate(STEPS))
 
-    # the default image setting: memory of an evaluation round, and the time share of evaluating
+    # the default image setting: its memory (10 agents: one training round, evaluations of
+    # eval-tasks 20 a source with one step, as chunked as with ten), and the share of its time
+    # evaluating, from a short run on 2 agents (per task, both scale with the agents and tasks)
     with tempfile.TemporaryDirectory() as results:
-        short = through_cli({"task": "digits", "num_rounds": 3, "eval_every": 2, "final_eval_tasks": 0}, results, 10)
+        memory = through_cli({"task": "digits", "num_rounds": 1, "eval_inner_steps": 1, "final_eval_tasks": 0}, results, 10)
+    with tempfile.TemporaryDirectory() as results:
+        short = through_cli({"task": "digits", "num_rounds": 3, "eval_every": 2, "eval_tasks": 4, "final_eval_tasks": 0},
+                            results, 2)
     lines = short["lines"]
-    train_s = lines[1]["wall-seconds"] - lines[0]["wall-seconds"]  # round 1: training only
-    eval_s = (lines[2]["wall-seconds"] - lines[1]["wall-seconds"]) - train_s  # round 2: training + evaluation
-    default = RunConfig(task="digits")
-    final_learner = MetaLearner.from_config(default, 10)
+    default, agents = RunConfig(task="digits"), 10
+    final_learner = MetaLearner.from_config(default, agents)
+    train_task_s = (lines[1]["wall-seconds"] - lines[0]["wall-seconds"]) / (2 * default.tasks_per_agent)  # round 1: training
+    eval_task_s = ((lines[2]["wall-seconds"] - lines[1]["wall-seconds"]) - train_task_s * 2 * default.tasks_per_agent) / (2 * 2 * 4)
+    last_task_s = ((lines[3]["wall-seconds"] - lines[2]["wall-seconds"]) - train_task_s * 2 * default.tasks_per_agent) / (2 * 2 * 4)
     evaluations = len(range(0, default.num_rounds, default.eval_every))  # rounds 0, 50, ..., 450
-    tasks = lines[0]["tasks-per-agent"]
-    last_s = (lines[3]["wall-seconds"] - lines[2]["wall-seconds"]) - train_s  # round 3: training + the last evaluation
-    final_eval_s = last_s * final_learner.final_tasks() / tasks  # on final-eval-tasks: more tasks, the same work each
-    evaluating = evaluations * eval_s + final_eval_s
-    share = evaluating / (evaluating + default.num_rounds * train_s)
+    eval_tasks = final_learner.config.eval_tasks
+    training_s = default.num_rounds * agents * default.tasks_per_agent * train_task_s
+    evaluating_s = (evaluations * 2 * agents * eval_tasks * eval_task_s
+                    + 2 * agents * final_learner.final_tasks() * last_task_s)
+    share = evaluating_s / (evaluating_s + training_s)
     result = {
         "benchmark": "one image evaluation round (digits, 4 agents, ring, 5-way 1-shot, 10 queries, Conv-4 64 filters, "
                      "eval-tasks 100 a source, steps 0/1/10, float32) through flower-difmaml run --engine vectorized, "
@@ -161,12 +168,13 @@ def main() -> None:
         "engine_peak_rss_gb": max(peaks),
         "evaluation_chunk_tasks": learner.evaluation_chunk,
         "default_image_setting": {
-            "keys": "task='digits' (10 agents, 5-way 10-shot, 10 queries, 10 tasks an agent a round)",
-            "eval_tasks_per_agent": tasks, "final_tasks_per_agent": final_learner.final_tasks(),
-            "evaluation_chunk_tasks": final_learner.evaluation_chunk,
-            "training_round_s": train_s, "evaluation_round_s": eval_s, "peak_rss_gb": short["peak_rss_gb"],
-            "evaluations_before_the_last": evaluations, "last_evaluation_s_estimated": final_eval_s,
-            "share_of_time_evaluating": share,
+            "keys": "task='digits' (10 agents, 5-way 10-shot, 10 queries, 10 tasks an agent a round, 500 rounds, "
+                    "evaluation every 50 on eval-tasks 20 a source, the last on final-eval-tasks 600)",
+            "peak_rss_gb_10_agents": memory["peak_rss_gb"],
+            "evaluation_chunk_tasks": final_learner.evaluation_chunk, "training_chunk_tasks": final_learner.train_chunk,
+            "training_task_s": train_task_s, "evaluation_task_s": eval_task_s, "last_evaluation_task_s": last_task_s,
+            "eval_tasks_per_agent": eval_tasks, "final_tasks_per_agent": final_learner.final_tasks(),
+            "run_training_s": training_s, "run_evaluating_s": evaluating_s, "share_of_time_evaluating": share,
         },
         "torch": torch.__version__, "machine": f"{platform.machine()}, cpu",
     }

@@ -156,8 +156,12 @@ class AgentBlock:
     def __init__(self, learner: MetaLearner, agents: Sequence[int]) -> None:
         self.learner = learner
         self.agents = tuple(agents)
+        self._row = {k: i for i, k in enumerate(self.agents)}
         self.initial_state = learner.initial_optimizer_state
-        self.states: dict[int, dict[str, torch.Tensor]] = {}  # agents not here have the initial state
+        # every agent's meta-optimizer state, stacked in block order (made at the first step),
+        # and whose differs from the initial one
+        self._states: dict[str, torch.Tensor] | None = None
+        self._touched = np.zeros(len(self.agents), dtype=bool)
         self.running_losses: dict[int, np.ndarray] = {}  # resilient r_k; agents not here start at 1
         agents_per_call = max(1, min(TRAIN_AGENTS_PER_CHUNK, learner.train_chunk // learner.config.tasks_per_agent))
         step = vmap(learner.meta_step, chunk_size=agents_per_call)
@@ -169,6 +173,23 @@ class AgentBlock:
         if foreign:
             raise ValueError(f"agents {foreign} are not in this block ({self.agents[0]}..{self.agents[-1]})")
 
+    def _rows(self, agents: Sequence[int]) -> torch.Tensor | None:
+        """The rows of ``agents`` (sorted) in the block's stacked states; None: all, in order."""
+        if len(agents) == len(self.agents):
+            return None
+        return torch.tensor([self._row[k] for k in agents], dtype=torch.int64, device=self.learner.device)
+
+    def _stacked_states(self) -> dict[str, torch.Tensor]:
+        if self._states is None:
+            self._states = {n: v.expand(len(self.agents), *v.shape).clone() for n, v in self.initial_state.items()}
+        return self._states
+
+    @property
+    def states(self) -> dict[int, dict[str, torch.Tensor]]:
+        """Agent -> its meta-optimizer state, for the agents whose state is not the initial one."""
+        stacked = self._stacked_states()
+        return {k: {n: v[i] for n, v in stacked.items()} for i, k in enumerate(self.agents) if self._touched[i]}
+
     def train(self, request: TrainRequest) -> TrainReplies:
         self._check(request.models)
         config, round_ = self.learner.config, request.round
@@ -179,17 +200,25 @@ class AgentBlock:
             return TrainReplies({}, {}, {}, 0.0, failed)
         params = self.learner.layout.params(np.stack([request.models[k] for k in agents]))
         batch = self.learner.train_batches(agents, round_)
-        state = {n: torch.stack([self.states.get(k, self.initial_state)[n] for k in agents]) for n in self.initial_state}
+        rows, stacked = self._rows(agents), self._stacked_states()
+        state = stacked if rows is None else {n: v[rows] for n, v in stacked.items()}
         start = time.perf_counter()
         new_params, new_state, losses = self.step(params, state, batch)
         seconds = time.perf_counter() - start
-        for i, k in enumerate(agents):
-            self.states[k] = {n: v[i] for n, v in new_state.items()}
+        if rows is None:
+            self._states = dict(new_state)
+        else:
+            for n, v in new_state.items():
+                stacked[n][rows] = v
+        self._touched[[self._row[k] for k in agents]] = bool(self.initial_state)
         vectors = self.learner.layout.vector(new_params)
+        models = dict(zip(agents, vectors))
+        for k in self.learner.byzantine.intersection(models):
+            models[k] = self.learner.sent_model(models[k], k, round_)
         tasks = config.tasks_per_agent
         return TrainReplies(
-            models={k: self.learner.sent_model(vectors[i], k, round_) for i, k in enumerate(agents)},
-            num_tasks={k: tasks for k in agents},
+            models=models,
+            num_tasks=dict.fromkeys(agents, tasks),
             losses=dict(zip(agents, losses.cpu().tolist())),
             agent_seconds=seconds,
             failed=failed,
@@ -236,17 +265,24 @@ class AgentBlock:
     def optimizer_states(self, agents: Sequence[int] | None = None) -> OptimizerStates:
         """Each agent's (of ``agents``, default all) meta-optimizer state that differs from the
         initial one, on the host."""
-        chosen = self.states if agents is None else {k: self.states[k] for k in agents if k in self.states}
-        return {k: {n: v.cpu().numpy() for n, v in state.items()} for k, state in chosen.items() if state}
+        stacked = self._stacked_states()
+        chosen = self.agents if agents is None else agents
+        host = {n: v.cpu().numpy().copy() for n, v in stacked.items()} if self._touched.any() else {}  # not a view
+        return {k: {n: v[self._row[k]] for n, v in host.items()} for k in chosen if self._touched[self._row[k]]}
 
     def load_optimizer_states(self, states: Mapping[int, Mapping[str, np.ndarray]]) -> None:
         """The given agents go on from these states (resume, or a ClientApp's ``context.state``)."""
         self._check(states)
-        device = self.learner.device
+        if not states:
+            return
+        stacked, device = self._stacked_states(), self.learner.device
         for k, state in states.items():
-            self.states[k] = {n: torch.from_numpy(np.array(v)).to(device) for n, v in state.items()}
+            for n, v in state.items():
+                stacked[n][self._row[k]] = torch.from_numpy(np.array(v)).to(device)
+            self._touched[self._row[k]] = bool(state)
 
     def reset(self) -> None:
         """Every agent back to the initial meta-optimizer state and running losses."""
-        self.states.clear()
+        self._states = None
+        self._touched[:] = False
         self.running_losses.clear()

@@ -135,12 +135,19 @@ def restricted_combination(
     return (weights + sp.diags_array((totals <= 0).astype(np.float64))).tocsc()
 
 
-def combine(A: sp.csc_array, models: np.ndarray) -> np.ndarray:
-    """W = A^T Phi: row k is w_k = sum_l a_lk phi_l, for the models phi_l in the rows of
-    ``models`` (N, P), computed in the models' dtype; a sparse product where A is sparse."""
+def product_weights(A: sp.csc_array, dtype: np.dtype) -> np.ndarray | sp.csr_array:
+    """A^T in ``dtype``, the left operand of :func:`combine`: dense where A is denser than
+    ``DENSE_PRODUCT_DENSITY``, else sparse (a strategy with a fixed A keeps it)."""
     density = A.nnz / max(1, A.shape[0] * A.shape[1])
-    weights = (A.toarray() if density > DENSE_PRODUCT_DENSITY else A).astype(models.dtype)
-    return weights.T @ models
+    weights = A.toarray() if density > DENSE_PRODUCT_DENSITY else A
+    return weights.astype(dtype).T
+
+
+def combine(A: sp.csc_array, models: np.ndarray, weights: np.ndarray | sp.csr_array | None = None) -> np.ndarray:
+    """W = A^T Phi: row k is w_k = sum_l a_lk phi_l, for the models phi_l in the rows of
+    ``models`` (N, P), computed in the models' dtype; a sparse product where A is sparse.
+    ``weights``: A's ``product_weights``, where the caller has them already."""
+    return (product_weights(A, models.dtype) if weights is None else weights) @ models
 
 
 def weighted_mean(models: dict[int, np.ndarray], weights: dict[int, float]) -> np.ndarray:

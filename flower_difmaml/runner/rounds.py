@@ -80,7 +80,11 @@ def reply_problem(model: np.ndarray, size: int, dtype: np.dtype = np.dtype(np.fl
 
 
 def rejected(models: dict[int, np.ndarray], size: int, dtype: np.dtype = np.dtype(np.float64)) -> dict[int, str]:
-    """Agent -> why its model cannot be used, for the malformed ones."""
+    """Agent -> why its model cannot be used, for the malformed ones (all rows checked for
+    NaN/Inf in one call where every model has the right type, shape and dtype)."""
+    well_formed = all(isinstance(m, np.ndarray) and m.dtype == dtype and m.shape == (size,) for m in models.values())
+    if well_formed and (not models or np.isfinite(np.stack(list(models.values()))).all()):
+        return {}
     problems = {agent: reply_problem(model, size, dtype) for agent, model in models.items()}
     return {agent: f"reply rejected: {problem}" for agent, problem in problems.items() if problem is not None}
 

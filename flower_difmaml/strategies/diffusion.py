@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from ..network.combination import combine, neighbourhood, restricted_combination
+from ..network.combination import combine, neighbourhood, product_weights, restricted_combination
 from .base import MetaStrategy
 
 
@@ -59,13 +59,19 @@ class DifMAML(MetaStrategy):
         self.aggregate = aggregate
         self.models = np.tile(np.asarray(initial), (self.num_agents, 1))  # w_k, in the run's dtype
         self.arrived = np.ones(self.num_agents, dtype=bool)  # CTA: whose w_k came in last round
+        self._weights: tuple[sp.sparray, np.ndarray | sp.sparray] | None = None  # (A, its product_weights)
 
     def _combine(self, round_: int, models: np.ndarray, senders: np.ndarray) -> np.ndarray:
         """Row k: sum_l a'_lk models_l over the senders, weights renormalised (or the robust
         aggregate of the senders in N_k); models_k if no model reached k."""
         A = self.combination_at(round_)
         if self.aggregate is None:
-            return combine(restricted_combination(A, senders=senders), models)
+            restricted = restricted_combination(A, senders=senders)
+            if restricted is not A:
+                return combine(restricted, models)
+            if self._weights is None or self._weights[0] is not A:  # A^T, made once for a fixed A
+                self._weights = (A, product_weights(A, models.dtype))
+            return combine(A, models, self._weights[1])
         combined = models.copy()
         for k in range(self.num_agents):
             reached = [l for l in neighbourhood(A, k) if senders[l]]
@@ -79,10 +85,10 @@ class DifMAML(MetaStrategy):
 
     def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
         replied = np.zeros(self.num_agents, dtype=bool)
-        replied[list(models)] = True
         phi = self.models.copy()
-        for agent, model in models.items():
-            phi[agent] = model
+        if models:
+            ids = np.fromiter(models, dtype=np.int64, count=len(models))
+            replied[ids], phi[ids] = True, np.stack(list(models.values()))
         if self.combine_then_adapt:
             self.models, self.arrived = phi, replied
         else:
