@@ -16,6 +16,7 @@ from flower_difmaml.learner import MetaLearner
 from flower_difmaml.meta.maml import evaluate_after_adaptation, metrics_after_adaptation
 from flower_difmaml.runner.compare import markdown
 from flower_difmaml.runner.results import Z95, evaluation_metrics, interval95
+from flower_difmaml.runner.rounds import progress_line
 from flower_difmaml.runner.vectorized import run_vectorized
 
 TINY = dict(eval_tasks=6, tasks_per_agent=2, shots=4, queries=4, topology="ring")
@@ -121,3 +122,5 @@ def test_last_evaluation_draws_the_literatures_600_tasks_over_the_network(tmp_pa
     row = {"strategy": "dif-maml", "seeds": 1, "full-mse-1-mean": 1.5, "full-mse-1-std": 0.0,
            "full-mse-1-ci95-mean": 0.25, "full-mse-1-ci95-std": 0.0}
     assert markdown([row]).splitlines()[-1] == "| dif-maml | 1 | 1.5 ± 0 [±0.25] |"
+    line = {"train-loss": 2.0, "full-mse-1": 1.5, "full-mse-1-ci95": 0.25, "disagreement": 0.0}
+    assert "full-mse-1 1.5000 ±0.25 " in progress_line(2, 4, line, 1.0, 2, ("full-mse-1",))

@@ -169,7 +169,11 @@ def run_experiment(
         np.save(run_dir / f"{name}.npy", array)
     summary = recorder.finish(config.num_rounds)
     plot_run(run_dir)
-    final = ", ".join(f"{k} {v:.4g}" for k, v in summary["final"].items())
+    last = summary["final"]
+    final = ", ".join(
+        f"{k} {v:.4g}" + (f" ± {last[k + '-ci95']:.2g}" if f"{k}-ci95" in last else "")
+        for k, v in last.items() if not k.endswith("-ci95")
+    )
     progress(f"flower-difmaml: finished in {summary['wall-seconds']:.1f} s: {final}")
     progress(f"flower-difmaml: results written to {run_dir}")
     return summary

@@ -109,9 +109,13 @@ def progress_line(
 ) -> str:
     """One line per evaluation round with ``keys``; ``done`` rounds took ``elapsed`` s (for the ETA)."""
     eta = elapsed / max(done, 1) * (num_rounds - round_)
-    numbers = " ".join(
-        f"{key} {'n/a' if line.get(key) is None else format(line[key], '.4f')}" for key in ("train-loss", *keys)
-    )
+    def shown(key: str) -> str:
+        if line.get(key) is None:
+            return f"{key} n/a"
+        interval = line.get(f"{key}-ci95")
+        return f"{key} {line[key]:.4f}" + ("" if interval is None else f" ±{interval:.2g}")
+
+    numbers = " ".join(shown(key) for key in ("train-loss", *keys))
     return f"[round {round_}/{num_rounds}] {numbers} disagreement {line['disagreement']:.2e} | {elapsed:.1f} s, ETA {eta:.0f} s"
 
 
