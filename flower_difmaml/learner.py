@@ -78,7 +78,7 @@ class ParamLayout:
         out, start = {}, 0
         for name, shape in zip(self.names, self.shapes):
             size = math.prod(shape)
-            out[name] = flat[..., start : start + size].reshape(*lead, *shape).contiguous()  # strided views slow vmapped matmuls
+            out[name] = flat[..., start : start + size].reshape(*lead, *shape)
             start += size
         return out
 
