@@ -15,7 +15,7 @@ from flower_difmaml.runner.compare import compare, report
 
 pytestmark = pytest.mark.slow
 
-SMALL = RunConfig(num_rounds=4, eval_every=2, eval_tasks=3, tasks_per_agent=2, shots=4, queries=4, topology="ring")
+SMALL = RunConfig(num_rounds=4, eval_every=2, eval_tasks=3, final_eval_tasks=0, tasks_per_agent=2, shots=4, queries=4, topology="ring")
 
 
 @pytest.fixture(scope="module")

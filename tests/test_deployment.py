@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[1]
 NUM_NODES, NUM_AGENTS = 3, 4
-SMALL = f"num-agents={NUM_AGENTS} eval-tasks=5 tasks-per-agent=4 topology='complete'"
+SMALL = f"num-agents={NUM_AGENTS} eval-tasks=5 final-eval-tasks=0 tasks-per-agent=4 topology='complete'"
 
 
 def _free_port() -> int:

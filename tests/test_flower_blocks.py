@@ -28,7 +28,7 @@ from flower_difmaml.server_app import app as server_app
 pytestmark = pytest.mark.slow
 
 NUM_AGENTS = 4
-SMALL = dict(num_rounds=6, eval_every=3, eval_tasks=5, tasks_per_agent=4, shots=5, queries=5, topology="ring")
+SMALL = dict(num_rounds=6, eval_every=3, eval_tasks=5, final_eval_tasks=0, tasks_per_agent=4, shots=5, queries=5, topology="ring")
 FLOAT64 = dict(  # resilient combination on the agents, a Byzantine agent, failing agents, Adam kept for checkpoints
     aggregation="resilient", byzantine="2", attack="sign-flip", fail_prob=0.2, resilient_gamma=0.5,
     meta_optimizer="adam", meta_lr=0.003, checkpoint_every=2,

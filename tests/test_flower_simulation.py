@@ -30,7 +30,7 @@ from flower_difmaml.runner.vectorized import run_vectorized
 pytestmark = pytest.mark.slow
 
 NUM_AGENTS = 4
-SMALL = dict(num_rounds=20, eval_every=10, eval_tasks=5, tasks_per_agent=4, shots=5, queries=5)
+SMALL = dict(num_rounds=20, eval_every=10, eval_tasks=5, final_eval_tasks=0, tasks_per_agent=4, shots=5, queries=5)
 RUNS = {
     "dif-complete": dict(strategy="dif-maml", topology="complete", combination="uniform", seed=3),
     "fed-complete": dict(strategy="fedavg-maml", topology="complete", participation=1.0, seed=3),

@@ -29,7 +29,7 @@ from flower_difmaml.runner.vectorized import run_vectorized
 from flower_difmaml.strategies import parse_strategy_args
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-SMALL = dict(num_rounds=6, eval_every=3, eval_tasks=5, tasks_per_agent=3, shots=5, queries=5, topology="complete")
+SMALL = dict(num_rounds=6, eval_every=3, eval_tasks=5, final_eval_tasks=0, tasks_per_agent=3, shots=5, queries=5, topology="complete")
 
 
 def _run(root: Path, name: str, num_agents: int = 6, **keys) -> dict:
@@ -134,7 +134,7 @@ def test_a_task_switch_needs_no_other_key(tmp_path: Path, capsys: pytest.Capture
     assert "ok: dif-maml on 10 agents, digits tasks" in capsys.readouterr().out
     assert main(["check", "-c", "task='linear-regression'"]) == 0
     root = tmp_path / "runs"
-    assert main(["run", "-c", f"task='digits' num-rounds=1 eval-tasks=1 filters=8 results-dir='{root}'"]) == 0
+    assert main(["run", "-c", f"task='digits' num-rounds=1 eval-tasks=1 final-eval-tasks=0 filters=8 results-dir='{root}'"]) == 0
     (run_dir,) = root.iterdir()
     assert "full-acc-10" in json.loads((run_dir / "summary.json").read_text())["final"]
 
@@ -219,6 +219,7 @@ def test_the_readme_plain_serverapp_drives_the_clientapp_with_flowers_fedavg(
     run_flower_simulation(config, 8, app, client_app.app, num_nodes=4)
     printed = dict(re.findall(r"round (\d+): full-mse-1 ([0-9.]+) own-mse-1", capsys.readouterr().out))
     assert sorted(printed) == ["1", "2", "3"]
+    # Flower's evaluate messages evaluate on eval-tasks; SMALL's last evaluation too (final-eval-tasks 0)
     ours = run_vectorized(config.replace(strategy="fedavg-maml", run_name="ours"), 8, progress=lambda line: None)
     assert float(printed["3"]) == pytest.approx(ours["final"]["full-mse-1"], abs=6e-5)  # printed to 4 decimals
     sys.modules.pop("my_server", None)
