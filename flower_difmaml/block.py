@@ -250,7 +250,7 @@ class AgentBlock:
     def evaluate(self, request: EvaluateRequest) -> EvaluateReplies:
         self._check(request.models)
         agents = sorted(request.models)
-        rows = [self.agents.index(k) for k in agents] if len(agents) < len(self.agents) else list(range(len(agents)))
+        rows = [self._row[k] for k in agents]
         params = self.learner.layout.params(np.stack([request.models[k] for k in agents]))
         out = EvaluateReplies({})
         for source, batch in self.evaluation_batches(request.tasks).items():

@@ -120,14 +120,17 @@ class MetaLearner:
 
     def check_metrics(self) -> None:
         """The family's ``metrics`` give the names its ``metric_names`` declare (one task, dry run)."""
-        batch = self.family.sample_evaluation(self.draw_key(EVAL_ROUND, Stream.EVAL_FULL), 1, [0], own=False)
-        batch = batch.to(self.device).agent(0)
-        got = list(self.evaluate_batch(self.initial_parameters(), batch, (0,)))
+        got = list(self.evaluate_batch(self.initial_parameters(), self._one_evaluation_task(), (0,)))
         if sorted(got) != sorted(self.family.metric_names):
             raise ConfigError(
                 f"task: {self.config.task!r} metrics() gives {got} but its metric_names are "
                 f"{list(self.family.metric_names)}; they must be the same names"
             )
+
+    def _one_evaluation_task(self) -> TaskBatch:
+        """Agent 0's first evaluation task from the full distribution (dry runs and sizes)."""
+        batch = self.family.sample_evaluation(self.draw_key(EVAL_ROUND, Stream.EVAL_FULL), 1, [0], own=False)
+        return batch.to(self.device).agent(0)
 
     def initial_parameters(self) -> Params:
         """The model every agent starts from (seeded by ``seed``), on the device."""
@@ -265,8 +268,7 @@ class MetaLearner:
     def activation_bytes(self) -> tuple[int, int]:
         """(support, query): the bytes of every module's outputs on one task's support set and
         on its query set (measured once, on one evaluation task, in the model's dtype)."""
-        batch = self.family.sample_evaluation(self.draw_key(EVAL_ROUND, Stream.EVAL_FULL), 1, [0], own=False)
-        batch = batch.to(self.device).agent(0)
+        batch = self._one_evaluation_task()
         outputs: list[int] = []
         hooks = [m.register_forward_hook(lambda m, i, out: outputs.append(out.numel() * out.element_size()))
                  for m in self.model.modules() if not list(m.children())]

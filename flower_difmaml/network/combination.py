@@ -143,11 +143,10 @@ def product_weights(A: sp.csc_array, dtype: np.dtype) -> np.ndarray | sp.csr_arr
     return weights.astype(dtype).T
 
 
-def combine(A: sp.csc_array, models: np.ndarray, weights: np.ndarray | sp.csr_array | None = None) -> np.ndarray:
+def combine(A: sp.csc_array, models: np.ndarray) -> np.ndarray:
     """W = A^T Phi: row k is w_k = sum_l a_lk phi_l, for the models phi_l in the rows of
-    ``models`` (N, P), computed in the models' dtype; a sparse product where A is sparse.
-    ``weights``: A's ``product_weights``, where the caller has them already."""
-    return (product_weights(A, models.dtype) if weights is None else weights) @ models
+    ``models`` (N, P), computed in the models' dtype; a sparse product where A is sparse."""
+    return product_weights(A, models.dtype) @ models
 
 
 def weighted_mean(models: dict[int, np.ndarray], weights: dict[int, float]) -> np.ndarray:

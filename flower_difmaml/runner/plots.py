@@ -84,13 +84,13 @@ def plot_run(run_dir: Path) -> list[Path]:
     return written
 
 
-def _interval(ax: plt.Axes, x: Sequence, mean: np.ndarray, half: Sequence, line: Any, scale: str) -> None:
-    """Shade mean ± the 95 % half-widths ``half`` (None or missing: no shade there)."""
+def _interval(ax: plt.Axes, x: Sequence, mean: np.ndarray, half: Sequence, line: Any, scale: str, alpha: float = 0.15) -> None:
+    """Shade mean ± the half-widths ``half`` (a 95 % interval, or a std; None or missing: no shade there)."""
     if len(half) != len(mean) or all(h is None for h in half):
         return
     half = np.array([np.nan if h is None else h for h in half], dtype=np.float64)
     low = np.maximum(mean - half, LOG_RANGE[0]) if scale == "log" else mean - half
-    ax.fill_between(list(x), low, mean + half, color=line.get_color(), alpha=0.15)
+    ax.fill_between(list(x), low, mean + half, color=line.get_color(), alpha=alpha)
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -108,12 +108,12 @@ def _band(ax: plt.Axes, runs: list[list[dict]], key: str, label: str, values: Ca
     stacked = np.array([values([s[r] for r in rounds]) for s in series])
     mean, std = stacked.mean(axis=0), stacked.std(axis=0)
     (line,) = ax.plot(rounds, mean, label=label)
+    scale = "log" if values is _log_values else "linear"
     if len(runs) == 1:
         half = {m["round"]: m.get(f"{key}-ci95") for m in runs[0]}
-        _interval(ax, rounds, mean, [half.get(r) for r in rounds], line, "log" if values is _log_values else "linear")
-        return
-    low = np.maximum(mean - std, LOG_RANGE[0]) if values is _log_values else mean - std
-    ax.fill_between(rounds, low, mean + std, color=line.get_color(), alpha=0.2)
+        _interval(ax, rounds, mean, [half.get(r) for r in rounds], line, scale)
+    else:
+        _interval(ax, rounds, mean, list(std), line, scale, alpha=0.2)
 
 
 def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[Path]:

@@ -192,7 +192,8 @@ def run_rounds(
         if replies.failed:
             line["failed-agents"] = sorted(replies.failed)
         if round_ % eval_every == 0 or round_ == num_rounds:
-            line.update(evaluate(round_, *((curve_steps, eval_tasks[1]) if round_ == num_rounds else (reported_steps, eval_tasks[0]))))
+            last = round_ == num_rounds
+            line.update(evaluate(round_, curve_steps if last else reported_steps, eval_tasks[1] if last else eval_tasks[0]))
             elapsed = time.perf_counter() - start
             progress(progress_line(round_, num_rounds, line, elapsed, round_ - start_round + 1, shown))
         recorder.record(round_, line)

@@ -69,9 +69,9 @@ class DifMAML(MetaStrategy):
             restricted = restricted_combination(A, senders=senders)
             if restricted is not A:
                 return combine(restricted, models)
-            if self._weights is None or self._weights[0] is not A:  # A^T, made once for a fixed A
+            if self._weights is None or self._weights[0] is not A:  # combine(A, .)'s A^T, made once for a fixed A
                 self._weights = (A, product_weights(A, models.dtype))
-            return combine(A, models, self._weights[1])
+            return self._weights[1] @ models
         combined = models.copy()
         for k in range(self.num_agents):
             reached = [l for l in neighbourhood(A, k) if senders[l]]
