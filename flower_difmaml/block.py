@@ -150,6 +150,11 @@ def evaluation_means(replies: EvaluateReplies, steps: Sequence[int]) -> dict[str
     }
 
 
+def _cat(parts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stacked tensors of consecutive agents' parts, as one (concatenated along agents)."""
+    return {n: torch.cat([part[n] for part in parts]) for n in parts[0]}
+
+
 class AgentBlock:
     """Agents ``agents`` of a run: their states, and their computation in one vmapped call."""
 
@@ -163,10 +168,28 @@ class AgentBlock:
         self._states: dict[str, torch.Tensor] | None = None
         self._touched = np.zeros(len(self.agents), dtype=bool)
         self.running_losses: dict[int, np.ndarray] = {}  # resilient r_k; agents not here start at 1
-        agents_per_call = max(1, min(TRAIN_AGENTS_PER_CHUNK, learner.train_chunk // learner.config.tasks_per_agent))
-        step = vmap(learner.meta_step, chunk_size=agents_per_call)
-        self.step = torch.compile(step) if learner.config.compile else step  # key compile
+        self.agents_per_call = max(1, min(TRAIN_AGENTS_PER_CHUNK, learner.train_chunk // learner.config.tasks_per_agent))
+        step = vmap(learner.meta_step)
+        self._step = torch.compile(step) if learner.config.compile else step  # key compile
         self._eval_batches: dict[int, dict[str, TaskBatch]] = {}  # tasks per agent -> source -> batch
+
+    def step(
+        self, params: dict[str, torch.Tensor], state: dict[str, torch.Tensor], batch: TaskBatch
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+        """The vmapped meta-step of stacked agents, ``agents_per_call`` at a time. Sliced by
+        hand: vmap's own ``chunk_size`` costs 2 ms a call even where all agents fit in one chunk
+        (N = 10, float32, one thread: 10.3 ms a step vs 8.4 ms)."""
+        num = batch.x_support.shape[0]
+        if num <= self.agents_per_call:
+            return self._step(params, state, batch)
+        size = self.agents_per_call
+        parts = [
+            self._step({n: p[i : i + size] for n, p in params.items()}, {n: v[i : i + size] for n, v in state.items()},
+                       TaskBatch(*(t[i : i + size] for t in batch)))
+            for i in range(0, num, size)
+        ]
+        new_params, new_states, losses = zip(*parts)
+        return _cat(new_params), _cat(new_states), torch.cat(losses)
 
     def _check(self, agents: Sequence[int]) -> None:
         foreign = sorted(set(agents) - set(self.agents))
