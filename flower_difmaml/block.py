@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.func import vmap
 
+from .agent_models import AgentModels
 from .config import ConfigError, RunConfig
 from .learner import MetaLearner
 from .meta import TaskBatch
@@ -217,30 +218,38 @@ class AgentBlock:
         self._check(request.models)
         config, round_ = self.learner.config, request.round
         self.load_optimizer_states(request.states)
-        failed = {k: INJECTED_FAILURE for k in request.models if agent_fails(config.seed, k, round_, config.fail_prob)}
-        agents = sorted(k for k in request.models if k not in failed)
-        if not agents:
+        asked = AgentModels.of(request.models)
+        order = np.argsort(asked.ids, kind="stable")
+        fails = np.array([agent_fails(config.seed, k, round_, config.fail_prob) for k in asked.ids[order].tolist()]
+                         if config.fail_prob > 0 else np.zeros(len(order), dtype=bool), dtype=bool)
+        failed = dict.fromkeys(asked.ids[order][fails].tolist(), INJECTED_FAILURE)
+        chosen = order[~fails]  # the rows of the agents that train, ascending
+        if not len(chosen):
             return TrainReplies({}, {}, {}, 0.0, failed)
-        params = self.learner.layout.params(np.stack([request.models[k] for k in agents]))
+        ids = asked.ids[chosen]
+        agents = ids.tolist()
+        rows = asked.rows if np.array_equal(chosen, np.arange(len(asked))) else asked.rows[chosen]
+        params = self.learner.layout.params(rows)
         batch = self.learner.train_batches(agents, round_)
-        rows, stacked = self._rows(agents), self._stacked_states()
-        state = stacked if rows is None else {n: v[rows] for n, v in stacked.items()}
+        state_rows, stacked = self._rows(agents), self._stacked_states()
+        state = stacked if state_rows is None else {n: v[state_rows] for n, v in stacked.items()}
         start = time.perf_counter()
         new_params, new_state, losses = self.step(params, state, batch)
         seconds = time.perf_counter() - start
-        if rows is None:
+        if state_rows is None:
             self._states = dict(new_state)
+            self._touched[:] = bool(self.initial_state)
         else:
             for n, v in new_state.items():
-                stacked[n][rows] = v
-        self._touched[[self._row[k] for k in agents]] = bool(self.initial_state)
+                stacked[n][state_rows] = v
+            self._touched[state_rows.cpu().numpy()] = bool(self.initial_state)
         vectors = self.learner.layout.vector(new_params)
-        models = dict(zip(agents, vectors))
-        for k in self.learner.byzantine.intersection(models):
-            models[k] = self.learner.sent_model(models[k], k, round_)
+        for k in sorted(self.learner.byzantine.intersection(agents)):
+            i = int(np.searchsorted(ids, k))
+            vectors[i] = self.learner.sent_model(vectors[i], k, round_)
         tasks = config.tasks_per_agent
         return TrainReplies(
-            models=models,
+            models=AgentModels(agents, vectors),
             num_tasks=dict.fromkeys(agents, tasks),
             losses=dict(zip(agents, losses.cpu().tolist())),
             agent_seconds=seconds,
@@ -272,9 +281,11 @@ class AgentBlock:
 
     def evaluate(self, request: EvaluateRequest) -> EvaluateReplies:
         self._check(request.models)
-        agents = sorted(request.models)
+        asked = AgentModels.of(request.models)
+        order = np.argsort(asked.ids, kind="stable")
+        agents = asked.ids[order].tolist()
         rows = [self._row[k] for k in agents]
-        params = self.learner.layout.params(np.stack([request.models[k] for k in agents]))
+        params = self.learner.layout.params(asked.rows[order])
         out = EvaluateReplies({})
         for source, batch in self.evaluation_batches(request.tasks).items():
             batch = TaskBatch(*(t[rows] for t in batch)) if len(rows) < len(self.agents) else batch

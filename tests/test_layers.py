@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "flower_difmaml"
 
 # Lowest first. A part may import itself and the parts of lower layers, nothing else.
 LAYERS = (
-    ("errors", "streams"),
+    ("errors", "streams", "agent_models"),
     ("devices",),
     ("network",),
     ("meta",),

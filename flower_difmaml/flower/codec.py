@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from ..agent_models import AgentModels
 from ..block import (
     CombineReplies, CombineRequest, EvaluateReplies, EvaluateRequest, OptimizerStates, TrainReplies, TrainRequest,
 )
@@ -105,16 +106,16 @@ def _ids(agents: object) -> Array:
 def rows_record(rows: Mapping[int, np.ndarray]) -> ArrayRecord:
     """Agent -> vector (a flat model in the run's dtype, a row of running losses) as
     AGENTS + ROWS, one (agents, length) array."""
-    agents = sorted(rows)
-    stacked = np.stack([rows[k] for k in agents]) if agents else np.zeros((0, 0))
-    return ArrayRecord({AGENTS: _ids(agents), ROWS: Array(np.ascontiguousarray(stacked))})
+    stacked = AgentModels.of(rows)
+    order = np.argsort(stacked.ids, kind="stable")
+    return ArrayRecord({AGENTS: _ids(stacked.ids[order].tolist()), ROWS: Array(np.ascontiguousarray(stacked.rows[order]))})
 
 
-def rows_of(record: ArrayRecord, name: str) -> dict[int, np.ndarray]:
+def rows_of(record: ArrayRecord, name: str) -> AgentModels:
     agents, rows = _array(record, name, AGENTS), _array(record, name, ROWS)
     if rows.ndim != 2 or len(rows) != len(agents):
         raise CodecError(f"record {name!r}: rows of shape {rows.shape} for {len(agents)} agents")
-    return dict(zip(agents.tolist(), rows))
+    return AgentModels(agents, rows)
 
 
 def states_record(states: OptimizerStates) -> ArrayRecord:

@@ -19,12 +19,14 @@ spectral summary of small networks (``combination_report``) are dense.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
+from ..agent_models import AgentModels
 from ..errors import ConfigError, one_line
 from .graphs import closed_degrees
 
@@ -149,13 +151,15 @@ def combine(A: sp.csc_array, models: np.ndarray) -> np.ndarray:
     return product_weights(A, models.dtype) @ models
 
 
-def weighted_mean(models: dict[int, np.ndarray], weights: dict[int, float]) -> np.ndarray:
+def weighted_mean(models: Mapping[int, np.ndarray], weights: Mapping[int, float]) -> np.ndarray:
     """sum_k n_k x_k / sum_k n_k over the agents of ``models`` (FedAvg's average; n_k =
-    ``weights[k]``, e.g. the number of tasks), in the models' dtype."""
-    agents = sorted(models)
-    n = np.array([weights[k] for k in agents], dtype=np.float64)
-    stacked = np.stack([models[k] for k in agents])
-    return (n @ stacked / n.sum()).astype(stacked.dtype)
+    ``weights[k]``, e.g. the number of tasks), in the models' dtype. The sum runs over the
+    agents in ascending order (one order for every engine and block split)."""
+    stacked = AgentModels.of(models)
+    order = np.argsort(stacked.ids, kind="stable")
+    n = np.array([weights[k] for k in stacked.ids[order].tolist()], dtype=np.float64)
+    rows = stacked.rows[order]
+    return (n @ rows / n.sum()).astype(rows.dtype)
 
 
 def neighbourhood(A: sp.csc_array, k: int) -> np.ndarray:

@@ -13,11 +13,12 @@ are left out of every mean (train loss, MSE, disagreement); their MSE is shown a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 
+from ..agent_models import AgentModels
 from ..block import (
     CombineReplies, CombineRequest, EvaluateReplies, EvaluateRequest, TrainReplies, TrainRequest,
 )
@@ -79,26 +80,32 @@ def reply_problem(model: np.ndarray, size: int, dtype: np.dtype = np.dtype(np.fl
     return None
 
 
-def rejected(models: dict[int, np.ndarray], size: int, dtype: np.dtype = np.dtype(np.float64)) -> dict[int, str]:
-    """Agent -> why its model cannot be used, for the malformed ones (all rows checked for
-    NaN/Inf in one call where every model has the right type, shape and dtype)."""
-    well_formed = all(isinstance(m, np.ndarray) and m.dtype == dtype and m.shape == (size,) for m in models.values())
-    if well_formed and (not models or np.isfinite(np.stack(list(models.values()))).all()):
-        return {}
+def rejected(models: Mapping[int, np.ndarray], size: int, dtype: np.dtype = np.dtype(np.float64)) -> dict[int, str]:
+    """Agent -> why its model cannot be used, for the malformed ones. Stacked models
+    (``AgentModels``, what blocks reply) are checked whole: dtype and shape once, NaN/Inf a
+    row in one call."""
+    if isinstance(models, AgentModels):
+        rows = models.rows
+        if not len(models) or (isinstance(rows, np.ndarray) and rows.dtype == dtype and rows.shape[1:] == (size,)
+                               and np.isfinite(rows).all()):
+            return {}
     problems = {agent: reply_problem(model, size, dtype) for agent, model in models.items()}
     return {agent: f"reply rejected: {problem}" for agent, problem in problems.items() if problem is not None}
 
 
 def checked(replies: TrainReplies, size: int, dtype: np.dtype = np.dtype(np.float64)) -> TrainReplies:
-    """``replies`` without the malformed models, which are moved to ``failed``."""
-    failed = {**replies.failed, **rejected(replies.models, size, dtype)}
-    keep = [k for k in replies.models if k not in failed]
+    """``replies`` without the malformed models, which are moved to ``failed`` (the replies
+    themselves where every model is well formed)."""
+    bad = rejected(replies.models, size, dtype)
+    if not bad:
+        return replies
+    keep = [k for k in replies.models if k not in bad]
     return TrainReplies(
         models={k: replies.models[k] for k in keep},
         num_tasks={k: replies.num_tasks[k] for k in keep},
         losses={k: replies.losses[k] for k in keep},
         agent_seconds=replies.agent_seconds,
-        failed=failed,
+        failed={**replies.failed, **bad},
         states=replies.states,
     )
 
@@ -158,7 +165,7 @@ def run_rounds(
 
     def evaluate(round_: int, steps: Sequence[int], tasks: int) -> dict:
         models = strategy.current_models()
-        replies = agents.evaluate(EvaluateRequest(round_, dict(enumerate(models)), tuple(steps), tasks))
+        replies = agents.evaluate(EvaluateRequest(round_, AgentModels(np.arange(len(models)), models), tuple(steps), tasks))
         curves = evaluation_arrays(replies.metrics, evaluation_keys, len(models), len(steps))
         sd = evaluation_arrays(replies.sd, evaluation_keys, len(models), len(steps))
         metrics = evaluation_metrics(curves, steps, reported_steps, models, byzantine, sd, tasks)

@@ -10,7 +10,8 @@ says what each agent's model is now (what evaluation and the disagreement metric
 ``round_metrics`` adds what the rule did this round to metrics.jsonl, ``artifacts`` are arrays
 it learned (the run folder gets them), ``state``/``load_state`` are what a checkpoint keeps.
 An engine (Flower messages, or the in-process vectorised one) carries the plan to the
-agents. Models are flat vectors in the run's dtype.
+agents. Models are flat vectors in the run's dtype; a set of agents' models is a mapping
+agent -> model, in the engines stacked (``AgentModels``: one array, no per-agent copies).
 
 A strategy is built from the run's ``StrategySetup`` (``strategies.make_strategy``).
 """
@@ -18,7 +19,7 @@ A strategy is built from the run's ``StrategySetup`` (``strategies.make_strategy
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,12 +68,14 @@ class MetaStrategy(ABC):
         self.num_agents = num_agents
 
     @abstractmethod
-    def train_plan(self, round_: int) -> dict[int, np.ndarray]:
-        """Agent -> the model it adapts from in round ``round_`` (only the agents that train)."""
+    def train_plan(self, round_: int) -> Mapping[int, np.ndarray]:
+        """Agent -> the model it adapts from in round ``round_`` (only the agents that train):
+        a dict, or ``AgentModels`` (stacked rows: what the built-in rules give)."""
 
     @abstractmethod
-    def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
-        """Take the adapted models (agent -> flat vector) and each agent's number of tasks."""
+    def aggregate_train(self, round_: int, models: Mapping[int, np.ndarray], num_tasks: Mapping[int, int]) -> None:
+        """Take the adapted models (agent -> flat vector; ``AgentModels.of(models)`` stacks
+        them, without a copy where they came stacked) and each agent's number of tasks."""
 
     def combine_plan(self, round_: int) -> dict[int, NeighbourModels]:
         """Agent -> what it combines on its side after training in round ``round_`` (none by default)."""

@@ -21,11 +21,12 @@ instead of the weighted sum.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import scipy.sparse as sp
 
+from ..agent_models import AgentModels
 from ..network.combination import combine, neighbourhood, product_weights, restricted_combination
 from .base import MetaStrategy
 
@@ -79,16 +80,16 @@ class DifMAML(MetaStrategy):
                 combined[k] = self.aggregate(models[reached])
         return combined
 
-    def train_plan(self, round_: int) -> dict[int, np.ndarray]:
+    def train_plan(self, round_: int) -> AgentModels:
         start = self._combine(round_, self.models, self.arrived) if self.combine_then_adapt else self.models
-        return {k: start[k] for k in range(self.num_agents)}
+        return AgentModels(np.arange(self.num_agents), start)
 
-    def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
+    def aggregate_train(self, round_: int, models: Mapping[int, np.ndarray], num_tasks: Mapping[int, int]) -> None:
         replied = np.zeros(self.num_agents, dtype=bool)
         phi = self.models.copy()
         if models:
-            ids = np.fromiter(models, dtype=np.int64, count=len(models))
-            replied[ids], phi[ids] = True, np.stack(list(models.values()))
+            replies = AgentModels.of(models)
+            replied[replies.ids], phi[replies.ids] = True, replies.rows
         if self.combine_then_adapt:
             self.models, self.arrived = phi, replied
         else:

@@ -13,8 +13,11 @@ round with that probability (seeded): the agent is left out of that round.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
+from ..agent_models import AgentModels
 from ..network.combination import weighted_mean
 from ..network.faults import links_up
 from .base import MetaStrategy
@@ -46,10 +49,11 @@ class FedAvgMAML(MetaStrategy):
         up = links_up(self.num_agents, self.seed, round_, self.link_drop_prob)
         return [k for k in sampled if up[k]]
 
-    def train_plan(self, round_: int) -> dict[int, np.ndarray]:
-        return {k: self.global_model for k in self.sample(round_)}
+    def train_plan(self, round_: int) -> AgentModels:
+        sampled = self.sample(round_)
+        return AgentModels(sampled, np.broadcast_to(self.global_model, (len(sampled), self.global_model.size)))
 
-    def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
+    def aggregate_train(self, round_: int, models: Mapping[int, np.ndarray], num_tasks: Mapping[int, int]) -> None:
         if models:
             self.global_model = weighted_mean(models, num_tasks)
 

@@ -27,7 +27,7 @@ import logging
 import math
 import pickle
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -156,13 +156,13 @@ class FlowerStrategy(MetaStrategy):
     def vector(self, record: ArrayRecord) -> np.ndarray:
         return model_vector(record, self.names, self.global_model.dtype)
 
-    def train_plan(self, round_: int) -> dict[int, np.ndarray]:
+    def train_plan(self, round_: int) -> Mapping[int, np.ndarray]:
         with flower_call(self.seed, round_):
             messages = self.strategy.configure_train(round_, self.arrays(self.global_model), ConfigRecord(), AgentGrid(self.num_agents))
             self.asked = {int(m.metadata.dst_node_id): m for m in messages}
         return {k: self.vector(next(iter(m.content.array_records.values()))) for k, m in sorted(self.asked.items())}
 
-    def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
+    def aggregate_train(self, round_: int, models: Mapping[int, np.ndarray], num_tasks: Mapping[int, int]) -> None:
         with flower_call(self.seed, round_):
             replies = [
                 Message(RecordDict({"arrays": self.arrays(models[k]), "metrics": MetricRecord({NUM_EXAMPLES: num_tasks[k]})}),

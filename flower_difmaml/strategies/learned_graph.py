@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..agent_models import AgentModels
 from ..network.laplacian import (
     estimate_laplacian, extreme_eigenvalues, graph_form, multitask_combination, multitask_step,
 )
@@ -71,7 +72,7 @@ class LearnedGraph(DifMAML):
             return True
         return self.known is None and self.reestimate_every > 0 and (round_ - self.warmup - 1) % self.reestimate_every == 0
 
-    def train_plan(self, round_: int) -> dict[int, np.ndarray]:
+    def train_plan(self, round_: int) -> AgentModels:
         if self.due(round_):
             estimate = estimate_laplacian(self.models, self.support) if self.known is None else self.known
             self.estimate, self.estimated_at = sp.csc_array(estimate), round_

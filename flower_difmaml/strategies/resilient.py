@@ -15,7 +15,7 @@ agents; the copies they report are kept here for checkpoints and sent back on re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,7 +35,7 @@ class ResilientDifMAML(DifMAML):
         self.running_losses = np.tile(initial_running_losses(self.num_agents), (self.num_agents, 1))  # row k: r_k
         self.restore = np.zeros(self.num_agents, dtype=bool)  # resume: whose r_k to send back
 
-    def aggregate_train(self, round_: int, models: dict[int, np.ndarray], num_tasks: dict[int, int]) -> None:
+    def aggregate_train(self, round_: int, models: Mapping[int, np.ndarray], num_tasks: Mapping[int, int]) -> None:
         self.adapted = dict(models)
 
     def combine_plan(self, round_: int) -> dict[int, NeighbourModels]:
