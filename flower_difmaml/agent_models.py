@@ -35,6 +35,13 @@ class AgentModels(Mapping[int, np.ndarray]):
         ids = list(models)
         return cls(ids, np.stack([np.asarray(models[k]) for k in ids]) if ids else np.zeros((0, 0)))
 
+    def ascending(self) -> AgentModels:
+        """The same models with the agents in ascending order (itself where they are: no copy)."""
+        if np.all(self.ids[1:] > self.ids[:-1]):
+            return self
+        order = np.argsort(self.ids, kind="stable")
+        return AgentModels(self.ids[order], self.rows[order])
+
     def select(self, keep: np.ndarray) -> AgentModels:
         """The agents where the boolean mask ``keep`` (one entry a row) is True."""
         return AgentModels(self.ids[keep], self.rows[keep])

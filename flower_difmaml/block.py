@@ -218,18 +218,16 @@ class AgentBlock:
         self._check(request.models)
         config, round_ = self.learner.config, request.round
         self.load_optimizer_states(request.states)
-        asked = AgentModels.of(request.models)
-        order = np.argsort(asked.ids, kind="stable")
-        fails = np.array([agent_fails(config.seed, k, round_, config.fail_prob) for k in asked.ids[order].tolist()]
-                         if config.fail_prob > 0 else np.zeros(len(order), dtype=bool), dtype=bool)
-        failed = dict.fromkeys(asked.ids[order][fails].tolist(), INJECTED_FAILURE)
-        chosen = order[~fails]  # the rows of the agents that train, ascending
-        if not len(chosen):
+        asked = AgentModels.of(request.models).ascending()
+        fails = np.zeros(len(asked), dtype=bool)
+        if config.fail_prob > 0:  # drawn per agent: only where agents can fail
+            fails[:] = [agent_fails(config.seed, k, round_, config.fail_prob) for k in asked]
+        failed = dict.fromkeys(asked.ids[fails].tolist(), INJECTED_FAILURE)
+        if fails.all():
             return TrainReplies({}, {}, {}, 0.0, failed)
-        ids = asked.ids[chosen]
-        agents = ids.tolist()
-        rows = asked.rows if np.array_equal(chosen, np.arange(len(asked))) else asked.rows[chosen]
-        params = self.learner.layout.params(rows)
+        trained = asked.select(~fails) if fails.any() else asked
+        ids, agents = trained.ids, trained.ids.tolist()
+        params = self.learner.layout.params(trained.rows)
         batch = self.learner.train_batches(agents, round_)
         state_rows, stacked = self._rows(agents), self._stacked_states()
         state = stacked if state_rows is None else {n: v[state_rows] for n, v in stacked.items()}
@@ -281,11 +279,10 @@ class AgentBlock:
 
     def evaluate(self, request: EvaluateRequest) -> EvaluateReplies:
         self._check(request.models)
-        asked = AgentModels.of(request.models)
-        order = np.argsort(asked.ids, kind="stable")
-        agents = asked.ids[order].tolist()
+        asked = AgentModels.of(request.models).ascending()
+        agents = list(asked)
         rows = [self._row[k] for k in agents]
-        params = self.learner.layout.params(asked.rows[order])
+        params = self.learner.layout.params(asked.rows)
         out = EvaluateReplies({})
         for source, batch in self.evaluation_batches(request.tasks).items():
             batch = TaskBatch(*(t[rows] for t in batch)) if len(rows) < len(self.agents) else batch

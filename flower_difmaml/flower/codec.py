@@ -106,9 +106,8 @@ def _ids(agents: object) -> Array:
 def rows_record(rows: Mapping[int, np.ndarray]) -> ArrayRecord:
     """Agent -> vector (a flat model in the run's dtype, a row of running losses) as
     AGENTS + ROWS, one (agents, length) array."""
-    stacked = AgentModels.of(rows)
-    order = np.argsort(stacked.ids, kind="stable")
-    return ArrayRecord({AGENTS: _ids(stacked.ids[order].tolist()), ROWS: Array(np.ascontiguousarray(stacked.rows[order]))})
+    stacked = AgentModels.of(rows).ascending()
+    return ArrayRecord({AGENTS: _ids(stacked), ROWS: Array(np.ascontiguousarray(stacked.rows))})
 
 
 def rows_of(record: ArrayRecord, name: str) -> AgentModels:

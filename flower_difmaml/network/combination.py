@@ -155,11 +155,9 @@ def weighted_mean(models: Mapping[int, np.ndarray], weights: Mapping[int, float]
     """sum_k n_k x_k / sum_k n_k over the agents of ``models`` (FedAvg's average; n_k =
     ``weights[k]``, e.g. the number of tasks), in the models' dtype. The sum runs over the
     agents in ascending order (one order for every engine and block split)."""
-    stacked = AgentModels.of(models)
-    order = np.argsort(stacked.ids, kind="stable")
-    n = np.array([weights[k] for k in stacked.ids[order].tolist()], dtype=np.float64)
-    rows = stacked.rows[order]
-    return (n @ rows / n.sum()).astype(rows.dtype)
+    stacked = AgentModels.of(models).ascending()
+    n = np.array([weights[k] for k in stacked], dtype=np.float64)
+    return (n @ stacked.rows / n.sum()).astype(stacked.rows.dtype)
 
 
 def neighbourhood(A: sp.csc_array, k: int) -> np.ndarray:
