@@ -18,13 +18,20 @@
 (c) ``clusters``: sinusoid, 10 agents in 2 clusters (phase halves), the default graph,
     500 rounds: learned-graph (laplacian and ggl; warm-up 100, re-estimated every 100),
     dif-maml, non-coop, resilient with fresh scores; own-mse-1 and full-mse-1.
+(e) ``oracle``: clustered sinusoids on ER p = 0.4, 600 rounds, learned-graph with warm-up 200 (the
+    other keys at their defaults), against non-coop, Dif-MAML and the same-group oracle (Dif-MAML
+    with a matrix file: Metropolis weights on the graph's same-group edges only,
+    ``same_group_oracle_file``), in three settings: 10 agents in 2 clusters (topology-seed 1, the
+    default), 12 in 3 (topology-seed 3: the first seed whose graph and each group's subgraph are
+    connected) and 20 in 2 (topology-seed 1); in the first also learned-graph with
+    ``graph-threshold`` 0 (every positive learned weight kept, the earlier method but for centring).
 (d) ``byzantine``: (c) with agents 2 and 7 Byzantine (random attack, scale 1): resilient-fresh
     (share of kept links inside the group, Byzantine links kept), non-coop, dif-maml.
 
 Seeds 0-2; mean and std over seeds. Writes benchmarks/results/learned_graph-<study>.json and
 prints the markdown tables of benchmarks/learned_graph.md.
 
-    python benchmarks/learned_graph.py laplacian|two-phase|clusters|byzantine [--seeds 0,1,2] [--workers 2]
+    python benchmarks/learned_graph.py laplacian|two-phase|clusters|byzantine|oracle [--seeds 0,1,2] [--workers 2]
         [--graph-eta 0.1] [--table]
 """
 
@@ -53,6 +60,8 @@ TWO_PHASE = dict(num_rounds=6000, graph_warmup=3000, meta_lr=0.0025, dims=100, n
 GRAPH_ETA = 0.1  # (b): eta of every multitask run, chosen on seed 0 among 0.01, 0.03, 0.1 (see learned_graph.md)
 SINUSOID = dict(heterogeneity="clusters", clusters=2, num_rounds=500, checkpoint_every=0)
 LEARNED = dict(strategy="learned-graph", graph_warmup=100, graph_reestimate_every=100)
+ORACLE = dict(heterogeneity="clusters", topology="erdos-renyi", topology_p=0.4, num_rounds=600, checkpoint_every=0)
+ORACLE_SETTINGS = ((10, 2, 1), (12, 3, 3), (20, 2, 1))  # agents, clusters, topology-seed
 
 
 def laplacian_errors(seed: int, dims: int) -> dict:
@@ -93,10 +102,12 @@ def engine_run(name: str, seed: int, keys: dict, root: str) -> dict:
     from flower_difmaml.runner.results import read_metrics
     from flower_difmaml.runner.vectorized import run_vectorized
 
+    keys = dict(keys)
+    agents = keys.pop("agents", AGENTS)
     run_name = f"{name}-seed{seed}"
     start = time.perf_counter()
     try:
-        final = run_vectorized(RunConfig(seed=seed, results_dir=root, run_name=run_name, **keys), AGENTS,
+        final = run_vectorized(RunConfig(seed=seed, results_dir=root, run_name=run_name, **keys), agents,
                                progress=lambda line: None)["final"]
         stopped = None
     except (RuntimeError, ConfigError) as error:  # diverged to NaN/Inf, or an indefinite ggl refused
@@ -125,6 +136,27 @@ def true_laplacian_file(seed: int, scale: float, root: str) -> str:
     return str(path)
 
 
+def same_group_oracle_file(keys: dict, agents: int, root: str) -> str:
+    """A .npy combination matrix: Metropolis weights on the graph's edges between agents of one
+    group (groups floor(kC/N)), the other edges at weight 0: Dif-MAML inside each group only."""
+    import networkx as nx
+
+    from flower_difmaml.config import RunConfig
+    from flower_difmaml.network.combination import metropolis_weights
+    from flower_difmaml.network.graphs import graph_of
+    from flower_difmaml.tasks.base import cluster_groups
+
+    config = RunConfig(**keys)
+    graph = graph_of(config, agents)
+    group = cluster_groups("clusters", agents, config.clusters)
+    same_group = nx.Graph()
+    same_group.add_nodes_from(graph.nodes)
+    same_group.add_edges_from((l, k) for l, k in graph.edges if l != k and group[l] == group[k])
+    path = Path(root) / f"oracle-{agents}-{config.clusters}-{config.topology_seed}.npy"
+    np.save(path, metropolis_weights(same_group).toarray())
+    return str(path)
+
+
 def study_runs(study: str, seeds: list[int], root: str) -> list[tuple[str, int, dict]]:
     runs = []
     for seed in seeds:
@@ -149,6 +181,20 @@ def study_runs(study: str, seeds: list[int], root: str) -> list[tuple[str, int, 
                 ("non-coop", seed, dict(strategy="non-coop", **SINUSOID)),
                 ("resilient-fresh", seed, dict(aggregation="resilient", resilient_score="fresh", **SINUSOID)),
             ]
+        elif study == "oracle":
+            for agents, clusters, topology_seed in ORACLE_SETTINGS:
+                common = dict(ORACLE, agents=agents, clusters=clusters, topology_seed=topology_seed)
+                tag = f"{agents}x{clusters}"
+                oracle = same_group_oracle_file({k: v for k, v in common.items() if k != "agents"}, agents, root)
+                runs += [
+                    (f"learned-graph-{tag}", seed, dict(strategy="learned-graph", graph_warmup=200, **common)),
+                    (f"non-coop-{tag}", seed, dict(strategy="non-coop", **common)),
+                    (f"dif-maml-{tag}", seed, dict(**common)),
+                    (f"oracle-{tag}", seed, dict(combination=oracle, **common)),
+                ]
+                if agents == 10:
+                    runs.append((f"learned-threshold0-{tag}", seed,
+                                 dict(strategy="learned-graph", graph_warmup=200, graph_threshold=0.0, **common)))
         else:  # byzantine
             attack = dict(byzantine="2,7", attack="random", **SINUSOID)
             runs += [
@@ -180,7 +226,7 @@ def mean_std(values: list[float]) -> str:
 def main() -> None:
     global GRAPH_ETA
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("study", choices=("laplacian", "two-phase", "clusters", "byzantine"))
+    parser.add_argument("study", choices=("laplacian", "two-phase", "clusters", "byzantine", "oracle"))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--table", action="store_true", help="print the tables of the results file only")
@@ -222,9 +268,11 @@ def table(study: str, results: list[dict]) -> str:
                 r[f"msd_db_at_{at}"] = 10 * np.log10(curve[at]) if at in curve else None
     names = list(dict.fromkeys(r["name"] for r in results))
     keys = {"two-phase": ("msd-db", "laplacian-error"), "clusters": ("own-mse-1", "full-mse-1"),
-            "byzantine": ("own-mse-1", "full-mse-1")}[study]
+            "byzantine": ("own-mse-1", "full-mse-1"), "oracle": ("own-mse-1", "full-mse-1")}[study]
+    for r in results:  # seed by seed, for the oracle study
+        r["own-mse-1 by seed"] = f"{r['final']['own-mse-1']:.3f}" if "own-mse-1" in r["final"] else "–"
     extra = {"two-phase": (f"msd_db_at_{TWO_PHASE['graph_warmup']}",), "clusters": ("kept_same_group", "same_over_cross_group_weight"),
-             "byzantine": ("kept_same_group", "byzantine_kept")}[study]
+             "byzantine": ("kept_same_group", "byzantine_kept"), "oracle": ("own-mse-1 by seed",)}[study]
     for r in results:
         r["same_over_cross_group_weight"] = same_over_cross_group_weight(r) if study == "clusters" else None
     lines = ["| run | " + " | ".join(keys + extra) + " |", "|---|" + "---|" * (len(keys) + len(extra))]
@@ -233,7 +281,8 @@ def table(study: str, results: list[dict]) -> str:
         stopped = sum(r.get("stopped") is not None for r in rows)
         cells = [mean_std([r["final"][k] for r in rows]) if all(k in r["final"] for r in rows)
                  else f"stopped in {stopped} of {len(rows)}" if stopped else "–" for k in keys]
-        cells += [mean_std([r[k] for r in rows]) if all(r[k] is not None for r in rows) else "–" for k in extra]
+        cells += [" / ".join(r[k] for r in rows) if k.endswith("by seed")
+                  else mean_std([r[k] for r in rows]) if all(r[k] is not None for r in rows) else "–" for k in extra]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

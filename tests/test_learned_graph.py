@@ -25,6 +25,7 @@ from flower_difmaml.network.laplacian import (
     local_laplacian_row,
     multitask_combination,
     multitask_step,
+    partial_correlations,
 )
 from flower_difmaml.runner.results import read_metrics
 from flower_difmaml.runner.vectorized import run_vectorized
@@ -113,8 +114,8 @@ def test_learned_graph_estimates_after_warmup_and_combines_with_i_minus_c_l() ->
     strategy.aggregate_train(1, _replies(1, size=40), {})
     w1 = strategy.current_models().copy()
     strategy.train_plan(2)  # the estimate, from the models at the start of round 2
-    np.testing.assert_allclose(strategy.estimate.toarray(), estimate_laplacian(w1, support).toarray())
-    laplacian = graph_form(strategy.estimate, "laplacian").toarray()
+    np.testing.assert_allclose(strategy.estimate.toarray(), estimate_laplacian(w1, support, centred=True).toarray())
+    laplacian = graph_form(strategy.estimate, "laplacian", strategy.threshold).toarray()
     c = strategy.graph_step
     assert c == pytest.approx(0.5 * 2 / np.linalg.eigvalsh(laplacian)[-1])
     psi = _replies(2, size=40)
@@ -125,6 +126,46 @@ def test_learned_graph_estimates_after_warmup_and_combines_with_i_minus_c_l() ->
     assert [w[:2] for w in metrics["graph-weights"]] == [[0, 1], [1, 2]]  # the path's edges only
     assert metrics["graph-step"] == c and strategy.artifacts()["laplacian"].shape == (3, 3)
     assert [strategy.due(r) for r in (3, 4, 5, 6)] == [False, True, False, True]
+
+
+# Two groups {0, 1} and {2, 3} on the path 0-1-2-3; an estimate whose partial correlations are
+# 0.8 inside each group and 0.1 across (rho_kl = -L_kl / sqrt(L_kk L_ll), all L_kk = 2).
+TWO_GROUPS = np.array([[2.0, -1.6, 0, 0], [-1.6, 2.0, -0.2, 0], [0, -0.2, 2.0, -1.6], [0, 0, -1.6, 2.0]])
+
+
+def test_a_weak_cross_group_weight_merges_the_groups_and_the_threshold_removes_it() -> None:
+    estimate = sp.csc_array(TWO_GROUPS)
+    np.testing.assert_allclose(partial_correlations(estimate).toarray(),
+                               [[0, 0.8, 0, 0], [0.8, 0, 0.1, 0], [0, 0.1, 0, 0.8], [0, 0, 0.8, 0]])
+    # threshold 0.25: weights 1.6 inside the groups only; lambda_max 3.2, c = 0.5 * 2 / 3.2, A = I - cL
+    # averages each group in one step and never mixes them
+    kept = graph_form(estimate, "laplacian", 0.25)
+    np.testing.assert_allclose(kept.toarray(), [[1.6, -1.6, 0, 0], [-1.6, 1.6, 0, 0], [0, 0, 1.6, -1.6], [0, 0, -1.6, 1.6]])
+    c = multitask_step(kept, 0.03, 0.0, 0.5)
+    assert c == pytest.approx(0.3125)
+    halves = np.kron(np.eye(2), np.full((2, 2), 0.5))
+    A = multitask_combination(kept, c).toarray()
+    np.testing.assert_allclose(A, halves, atol=1e-15)
+    np.testing.assert_allclose(np.linalg.matrix_power(A, 1000), halves, atol=1e-12)
+    # threshold 0: the 0.1 relation stays (weight 0.2), and I - cL drives all four to one consensus
+    every = graph_form(estimate, "laplacian", 0.0)
+    assert every.toarray()[1, 2] == pytest.approx(-0.2)
+    A = multitask_combination(every, multitask_step(every, 0.03, 0.0, 0.5)).toarray()
+    np.testing.assert_allclose(np.linalg.matrix_power(A, 1000), np.full((4, 4), 0.25), atol=1e-6)
+
+
+def test_the_centred_estimate_ignores_a_common_shift_and_its_rows_sum_to_zero() -> None:
+    # two agents, models (1, 0) and (-1, 0): centred Sigma = [[1/2, -1/2], [-1/2, 1/2]], pinv [[1/2, -1/2], ...]
+    support = closed_adjacency(nx.path_graph(2))
+    models = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    expected = [[0.5, -0.5], [-0.5, 0.5]]
+    np.testing.assert_allclose(estimate_laplacian(models, support, centred=True).toarray(), expected)
+    np.testing.assert_allclose(estimate_laplacian(models + [3.0, 7.0], support, centred=True).toarray(), expected)
+    rng = np.random.default_rng(0)
+    many = rng.standard_normal((3, 50)) + rng.standard_normal(50)
+    row = local_laplacian_row(many, 1, centred=True)
+    assert abs(row.sum()) < 1e-10 * np.abs(row).max()
+    assert not np.allclose(estimate_laplacian(models + [3.0, 7.0], support).toarray(), expected)  # uncentred moves
 
 
 def test_gmrf_models_have_the_precision_l() -> None:

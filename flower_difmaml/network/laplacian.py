@@ -18,6 +18,16 @@ complement the row of Gamma_k that belongs to k is row k of L restricted to N_k 
 conditional of w_k given the others depends on N_k only). Row k of L' is that row (zero
 outside N_k); the estimate is L_hat = (L' + L'^T) / 2.
 
+A Laplacian (V = 0, L 1 = 0) is an intrinsic GMRF: the density does not change when every
+model moves by one common vector, so the models carry no information on their common mean.
+For form ``laplacian`` the neighbourhood's models are centred first (X_k - 1 m_k^T, m_k their
+mean) and Gamma_k is the pseudo-inverse of the centred Sigma_k, whose rows sum to zero as
+L's do. The learned weights are then kept only between agents whose partial correlation
+rho_kl = -L_kl / sqrt(L_kk L_ll) is at least a threshold (key ``graph-threshold``): every
+positive weight left in L mixes its two agents towards one consensus over enough rounds, so a
+weak relation estimated between unrelated tasks costs more than a weak true one gains
+(benchmarks/learned_graph.md (c)).
+
 Everything here is sparse on the graph's support (N_k from a combination matrix's columns).
 """
 
@@ -36,19 +46,24 @@ GRAPH_FORMS = ("laplacian", "ggl")  # key graph-form
 INDEFINITE_TOLERANCE = 1e-3
 
 
-def local_laplacian_row(models: np.ndarray, own: int) -> np.ndarray:
-    """Row ``own`` of Gamma_k = (X X^T / M)^-1 for the neighbourhood's models X (|N_k| x M).
+def local_laplacian_row(models: np.ndarray, own: int, *, centred: bool = False) -> np.ndarray:
+    """Row ``own`` of Gamma_k = (X X^T / M)^-1 for the neighbourhood's models X (|N_k| x M),
+    X - 1 m^T (m the models' mean) if ``centred``.
 
-    A pseudo-inverse where Sigma_k is singular (more neighbours than parameters, or equal models).
+    A pseudo-inverse where Sigma_k is singular (more neighbours than parameters, equal models,
+    or centred models: 1 is in the null space, and the row sums to zero).
     """
     x = np.asarray(models, dtype=np.float64)
+    if centred:
+        x = x - x.mean(axis=0)
     sigma = x @ x.T / x.shape[1]
     return np.linalg.pinv(sigma, hermitian=True)[own]
 
 
-def estimate_laplacian(models: np.ndarray, support: sp.csc_array) -> sp.csc_array:
+def estimate_laplacian(models: np.ndarray, support: sp.csc_array, *, centred: bool = False) -> sp.csc_array:
     """L_hat = (L' + L'^T) / 2, row k of L' from agent k's closed neighbourhood (the support of
-    column k of ``support``, which must hold the diagonal) and the models (N x M) there."""
+    column k of ``support``, which must hold the diagonal) and the models (N x M) there,
+    centred in each neighbourhood if ``centred`` (see ``local_laplacian_row``)."""
     rows, cols, values = [], [], []
     for k in range(support.shape[0]):
         neighbours = np.sort(support.indices[support.indptr[k] : support.indptr[k + 1]])
@@ -57,25 +72,39 @@ def estimate_laplacian(models: np.ndarray, support: sp.csc_array) -> sp.csc_arra
             raise ValueError(f"estimate_laplacian: column {k} of the support lacks the diagonal")
         rows.append(np.full(len(neighbours), k))
         cols.append(neighbours)
-        values.append(local_laplacian_row(models[neighbours], own))
+        values.append(local_laplacian_row(models[neighbours], own, centred=centred))
     n = support.shape[0]
     one_sided = sp.coo_array((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
     return ((one_sided + one_sided.T) / 2).tocsc()
 
 
-def laplacian_of_positive_weights(estimate: sp.sparray) -> sp.csc_array:
-    """Form ``laplacian``: the learned positive weights a_kl = max(0, -L_hat_kl) (k != l), and
-    their Laplacian D - A, whose rows sum to zero (no shrinkage of the models towards 0)."""
-    off_diagonal = sp.csc_array(estimate) - sp.diags_array(estimate.diagonal())
-    weights = (-off_diagonal).maximum(0).tocsc()
+def partial_correlations(estimate: sp.sparray) -> sp.csc_array:
+    """rho_kl = -L_kl / sqrt(L_kk L_ll) off the diagonal (0 on it and where L_kk <= 0): the
+    correlation of w_k and w_l given the other models, for a GMRF of precision L."""
+    diagonal = estimate.diagonal()
+    scale = np.where(diagonal > 0, 1.0 / np.sqrt(np.where(diagonal > 0, diagonal, 1.0)), 0.0)
+    off_diagonal = sp.csc_array(estimate) - sp.diags_array(diagonal)
+    return (-(sp.diags_array(scale) @ off_diagonal @ sp.diags_array(scale))).tocsc()
+
+
+def laplacian_of_positive_weights(estimate: sp.sparray, threshold: float = 0.0) -> sp.csc_array:
+    """Form ``laplacian``: the learned positive weights a_kl = -L_hat_kl (k != l) of the pairs
+    whose partial correlation rho_kl is positive and at least ``threshold`` (key
+    ``graph-threshold``), and their Laplacian D - A, whose rows sum to zero (no shrinkage of the
+    models towards 0)."""
+    estimate = sp.csc_array(estimate)
+    rho = partial_correlations(estimate)
+    kept = ((rho > 0).multiply(rho >= threshold)).astype(np.float64)
+    weights = (-(estimate - sp.diags_array(estimate.diagonal()))).multiply(kept).tocsc()
     weights.eliminate_zeros()
     return (sp.diags_array(weights.sum(axis=1)) - weights).tocsc()
 
 
-def graph_form(estimate: sp.sparray, form: str) -> sp.csc_array:
-    """Key ``graph-form``: ``ggl`` the estimate itself (the paper), ``laplacian`` its positive weights' Laplacian."""
+def graph_form(estimate: sp.sparray, form: str, threshold: float = 0.0) -> sp.csc_array:
+    """Key ``graph-form``: ``ggl`` the estimate itself (the paper), ``laplacian`` its positive
+    weights' Laplacian, of the pairs whose partial correlation is at least ``threshold``."""
     check_choice("graph-form", form, GRAPH_FORMS)
-    return sp.csc_array(estimate) if form == "ggl" else laplacian_of_positive_weights(estimate)
+    return sp.csc_array(estimate) if form == "ggl" else laplacian_of_positive_weights(estimate, threshold)
 
 
 def extreme_eigenvalues(laplacian: sp.sparray) -> tuple[float, float]:

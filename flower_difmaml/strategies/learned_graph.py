@@ -8,8 +8,10 @@ Estimate, at round ``graph-warmup`` + 1 and every ``graph-reestimate-every`` rou
 start of the round, Gamma_k = (X_k X_k^T / M)^-1; L_hat = (L' + L'^T) / 2
 (``network.laplacian.estimate_laplacian``). The bus computes row k on agent k's behalf from
 exactly the models agent k would receive, as it computes Dif-MAML's combination with known
-weights; it holds no model of its own. ``graph-form``: ``laplacian`` (default) combines with
-the Laplacian of the learned positive weights, ``ggl`` with L_hat itself (the paper).
+weights; it holds no model of its own. ``graph-form``: ``laplacian`` (default) estimates from
+the neighbourhood's centred models and combines with the Laplacian of the learned positive
+weights between agents whose partial correlation is at least ``graph-threshold`` (0.25; see
+``network.laplacian``); ``ggl`` with L_hat itself (the paper).
 Phase II, the multitask step:
 
     psi_k = phi_k = w_k - mu' grad J_k(w_k),    w_k = psi_k - c sum_{l in N_k} L_kl psi_l,
@@ -49,6 +51,7 @@ class LearnedGraph(DifMAML):
         warmup: int,
         reestimate_every: int = 0,
         form: str = "laplacian",
+        threshold: float = 0.25,
         eta: float = 0.0,
         step: float = 0.5,
         meta_lr: float = 0.03,
@@ -57,6 +60,7 @@ class LearnedGraph(DifMAML):
         self.support = sp.csc_array(support)
         self.known = known
         self.warmup, self.reestimate_every = warmup, reestimate_every
+        self.threshold = threshold if known is None else 0.0  # a known L is taken whole
         self.form, self.eta, self.step, self.meta_lr = form, eta, step, meta_lr
         self.estimate: sp.csc_array | None = None  # L_hat
         self.estimated_at = 0  # the round of the latest estimate (0: none yet)
@@ -74,13 +78,14 @@ class LearnedGraph(DifMAML):
 
     def train_plan(self, round_: int) -> AgentModels:
         if self.due(round_):
-            estimate = estimate_laplacian(self.models, self.support) if self.known is None else self.known
+            estimate = (estimate_laplacian(self.models, self.support, centred=self.form == "laplacian")
+                        if self.known is None else self.known)
             self.estimate, self.estimated_at = sp.csc_array(estimate), round_
             self._set_combination()
         return super().train_plan(round_)
 
     def _set_combination(self) -> None:
-        laplacian = graph_form(self.estimate, self.form)
+        laplacian = graph_form(self.estimate, self.form, self.threshold)
         self.graph_step = multitask_step(laplacian, self.meta_lr, self.eta, self.step)
         self.multitask = multitask_combination(laplacian, self.graph_step)
 
@@ -93,7 +98,7 @@ class LearnedGraph(DifMAML):
             return {}
         upper = sp.triu(self.estimate, k=1).tocoo()
         weights = [[int(l), int(k), float(-v)] for l, k, v in zip(upper.row, upper.col, upper.data)]
-        lambda_min, lambda_max = extreme_eigenvalues(graph_form(self.estimate, self.form))
+        lambda_min, lambda_max = extreme_eigenvalues(graph_form(self.estimate, self.form, self.threshold))
         return {
             "graph-edges": sum(w > 0 for _, _, w in weights),
             "graph-weights": weights,
