@@ -93,10 +93,10 @@ def laplacian_of_positive_weights(estimate: sp.sparray, threshold: float = 0.0) 
     ``graph-threshold``), and their Laplacian D - A, whose rows sum to zero (no shrinkage of the
     models towards 0)."""
     estimate = sp.csc_array(estimate)
-    rho = partial_correlations(estimate)
-    kept = ((rho > 0).multiply(rho >= threshold)).astype(np.float64)
-    weights = (-(estimate - sp.diags_array(estimate.diagonal()))).multiply(kept).tocsc()
-    weights.eliminate_zeros()
+    rho = partial_correlations(estimate).tocoo()
+    kept = (rho.data > 0) & (rho.data >= threshold)
+    l, k = rho.row[kept], rho.col[kept]
+    weights = sp.coo_array((-np.asarray(estimate[l, k]).ravel(), (l, k)), shape=estimate.shape).tocsc()
     return (sp.diags_array(weights.sum(axis=1)) - weights).tocsc()
 
 
