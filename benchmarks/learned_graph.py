@@ -1,4 +1,4 @@
-"""Benchmark: multitask learning over a learned task graph (Wan and Vlaski), four studies.
+"""Benchmark: multitask learning over a learned task graph (Wan and Vlaski), five studies.
 
 (a) ``laplacian``: the paper's Laplacian experiment. 10 agents, Erdős–Rényi p = 0.5 with
     topology-seed 1 (max degree 8, 28 edges), edge weights from {1, 5}, V = I, true models
