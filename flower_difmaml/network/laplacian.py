@@ -26,7 +26,7 @@ L's do. The learned weights are then kept only between agents whose partial corr
 rho_kl = -L_kl / sqrt(L_kk L_ll) is at least a threshold (key ``graph-threshold``): every
 positive weight left in L mixes its two agents towards one consensus over enough rounds, so a
 weak relation estimated between unrelated tasks costs more than a weak true one gains
-(benchmarks/learned_graph.md (c)).
+(benchmarks/learned_graph.md (e)).
 
 Everything here is sparse on the graph's support (N_k from a combination matrix's columns).
 """
