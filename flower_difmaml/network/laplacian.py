@@ -96,7 +96,8 @@ def laplacian_of_positive_weights(estimate: sp.sparray, threshold: float = 0.0) 
     rho = partial_correlations(estimate).tocoo()
     kept = (rho.data > 0) & (rho.data >= threshold)
     l, k = rho.row[kept], rho.col[kept]
-    weights = sp.coo_array((-np.asarray(estimate[l, k]).ravel(), (l, k)), shape=estimate.shape).tocsc()
+    values = -np.asarray(estimate[l, k], dtype=np.float64).ravel() if len(l) else np.zeros(0)
+    weights = sp.coo_array((values, (l, k)), shape=estimate.shape).tocsc()
     return (sp.diags_array(weights.sum(axis=1)) - weights).tocsc()
 
 
