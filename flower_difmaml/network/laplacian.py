@@ -93,11 +93,10 @@ def laplacian_of_positive_weights(estimate: sp.sparray, threshold: float = 0.0) 
     ``graph-threshold``), and their Laplacian D - A, whose rows sum to zero (no shrinkage of the
     models towards 0)."""
     estimate = sp.csc_array(estimate)
-    rho = partial_correlations(estimate).tocoo()
-    kept = (rho.data > 0) & (rho.data >= threshold)
-    l, k = rho.row[kept], rho.col[kept]
-    values = -np.asarray(estimate[l, k], dtype=np.float64).ravel() if len(l) else np.zeros(0)
-    weights = sp.coo_array((values, (l, k)), shape=estimate.shape).tocsc()
+    kept = partial_correlations(estimate)  # 1 where a weight is kept, on rho's own sparsity
+    kept.data = ((kept.data > 0) & (kept.data >= threshold)).astype(np.float64)
+    weights = (-(estimate - sp.diags_array(estimate.diagonal()))).multiply(kept).tocsc()
+    weights.eliminate_zeros()
     return (sp.diags_array(weights.sum(axis=1)) - weights).tocsc()
 
 
