@@ -3,12 +3,14 @@
 A config the run cannot use (a key out of range, a node that cannot build its agent, e.g.
 without the data or the CUDA device it asks for, a graph that is not connected on the agents
 that came, a results folder that is taken) is logged as one ERROR line that names the key,
-before any training message is sent; the app then stops and writes nothing.
+before any training message is sent; the app then stops and writes nothing. Stopped
+(``flwr stop``: Flower sends this process SIGINT; or SIGTERM), the run ends after the round
+in flight with a checkpoint and one line that gives the command that resumes it.
 """
 
 from __future__ import annotations
 
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
 
 from flwr.app import Context
 from flwr.common.logger import log
@@ -18,6 +20,7 @@ from .config import ConfigError, RunConfig
 from .flower.agents import FlowerAgents, discover_nodes
 from .learner import MetaLearner
 from .runner.experiment import run_experiment, set_up_run
+from .runner.stopping import RunStopped, stopped_line
 
 app = ServerApp()
 
@@ -36,9 +39,13 @@ def main(grid: Grid, context: Context) -> None:
     except ConfigError as error:
         log(ERROR, "flower-difmaml: error: %s", error)
         return
-    run_experiment(
-        setup,
-        lambda learner: FlowerAgents(grid, nodes, config.reply_timeout, _keeps_state(learner)),
-        progress=lambda line: log(INFO, line),
-        extra={"engine": "flower", "num-nodes": len(nodes)},
-    )
+    try:
+        run_experiment(
+            setup,
+            lambda learner: FlowerAgents(grid, nodes, config.reply_timeout, _keeps_state(learner)),
+            progress=lambda line: log(INFO, line),
+            extra={"engine": "flower", "num-nodes": len(nodes)},
+        )
+    except RunStopped as stopped:  # `flwr stop` (Flower sends this process SIGINT) or SIGTERM
+        command = f'flwr run . --stream --federation-config "num-supernodes={len(nodes)}"'
+        log(WARNING, stopped_line(stopped, command))

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import argparse
-import shlex
+import re
 import sys
 import tomllib
 from datetime import datetime, timezone
@@ -21,6 +21,7 @@ from ..config import ConfigError, RunConfig
 from ..flower.local_superlink import flwr_home, local_superlink_pids, stop_processes
 from ..runner.compare import compare, report
 from ..runner.experiment import set_up_run
+from ..runner.stopping import RunStopped, stopped_line
 from ..runner.vectorized import run_vectorized
 
 
@@ -42,17 +43,24 @@ def run_in_process(config: RunConfig, num_agents: int) -> None:
 ENGINES = {"vectorized": run_in_process, "flower": run_in_flower}
 
 
+OVERRIDE = re.compile(r"""\s*([^\s=]+)=('[^']*'|"(?:[^"\\]|\\.)*"|[^\s'"]+)\s*""")
+
+
 def parse_overrides(text: str) -> dict[str, Any]:
-    """``"key=value key2='text'"`` -> dict, values read as TOML (as ``flwr run -c`` does)."""
+    """``"key=value key2='text with spaces'"`` -> dict, values read as TOML (as ``flwr run -c`` does)."""
     out: dict[str, Any] = {}
-    for item in shlex.split(text, posix=False):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"{item}: expected key=value")
+    position = 0
+    while position < len(text.rstrip()):
+        match = OVERRIDE.match(text, position)
+        if not match:
+            item = text[position:].split()[0]
+            raise ConfigError(f"{item}: expected key=value (quote strings: key='text')")
+        key, value = match.groups()
         try:
-            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+            out[key] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             raise ConfigError(f"{key}: cannot read value {value!r} (quote strings: key='text')") from None
+        position = match.end()
     return out
 
 
@@ -99,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RunStopped as stopped:
+        nodes = f" --nodes {args.nodes}" if args.nodes else ""
+        command = f"flower-difmaml run --engine {args.engine} --num-agents {args.num_agents}{nodes}"
+        print(stopped_line(stopped, command), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("flower-difmaml: stopped at once (second Ctrl-C); its last checkpoint, if any, can be resumed "
+              "with -c \"resume-from='<run folder>'\"", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -121,6 +138,8 @@ def _check(config: RunConfig, num_agents: int) -> int:
     """Everything a run checks before it starts, without starting it: nothing is written."""
     setup = set_up_run(config, num_agents)
     where = f"resumes {setup.run_dir} after round {setup.checkpoint.round}" if setup.checkpoint else f"writes {setup.run_dir}"
+    if not setup.checkpoint and setup.run_dir.exists():
+        where += " (it holds a run killed before its first checkpoint: run again from round 0)"
     byzantine = f"Byzantine agents {sorted(setup.byzantine)} ({config.attack}); " if setup.byzantine else ""
     print(
         f"ok: {config.strategy} on {num_agents} agents, {config.task} tasks, {config.topology} graph with {setup.graph.number_of_edges()} "

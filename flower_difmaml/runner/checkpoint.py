@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import ConfigError, RunConfig
 from .files import atomic_write
+from .results import nothing_to_resume
 
 CHECKPOINT = "checkpoint.npz"
 MAY_CHANGE_ON_RESUME = ("num-agents", "num-rounds", "checkpoint-every", "reply-timeout", "results-dir", "run-name", "resume-from")
@@ -59,6 +60,12 @@ def resume_point(config: RunConfig, num_agents: int) -> tuple[Path, Checkpoint]:
     config continues that run: same keys (but those in ``MAY_CHANGE_ON_RESUME``), same
     number of agents, and rounds left to run. Raises ConfigError naming the key."""
     run_dir = Path(config.resume_from).expanduser().resolve()
+    if run_dir.is_dir() and nothing_to_resume(run_dir):
+        raise ConfigError(
+            f"resume-from: {run_dir} has no {CHECKPOINT}: its run was killed before its first checkpoint; "
+            f"allowed: a run folder with a checkpoint, or run it again from round 0 in that folder with "
+            f"run-name='{run_dir.name}' results-dir='{run_dir.parent}' (no resume-from)"
+        )
     for name in ("config.json", "metrics.jsonl", CHECKPOINT):
         if not (run_dir / name).is_file():
             raise ConfigError(

@@ -24,6 +24,7 @@ from ..config import RunConfig
 from ..strategies import strategy_label
 from .plots import plot_comparison
 from .results import read_metrics
+from .stopping import RunStopped
 
 RUNS = "runs"
 
@@ -56,6 +57,9 @@ def compare(
             final = json.loads((folder / RUNS / name / "summary.json").read_text())["final"]
             shown = " ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith("-1") and not k.startswith("byz"))
             progress(f"[{i}/{total}] {name}: {shown} ({time.perf_counter() - start:.1f} s)")
+        except RunStopped:  # a stop request stops the comparison (the stopped run keeps its checkpoint)
+            progress(f"[{i}/{total}] {name}: stopped; finished runs are in {folder / RUNS}")
+            raise
         except Exception as error:  # noqa: BLE001 - one failed run must not stop the others
             failed.append(name)
             progress(f"[{i}/{total}] {name}: FAILED: {' '.join(str(error).split())}")

@@ -25,6 +25,7 @@ from .checkpoint import Checkpoint, resume_point, save_checkpoint
 from .plots import plot_run
 from .results import RunRecorder, check_writable, resolve_run_dir
 from .rounds import Agents, run_rounds
+from .stopping import RunStopped, StopSignals
 
 
 @dataclass
@@ -116,12 +117,17 @@ def run_experiment(
     """Run or resume the checked ``setup`` (``set_up_run``), writing the run folder.
 
     ``make_agents`` makes the engine's agents from the learner. Returns the run's summary.
+    SIGINT / SIGTERM (``StopSignals``) end the run after the round in flight: that round is
+    checkpointed (whatever ``checkpoint-every`` says) and ``RunStopped`` is raised.
     """
     config, num_agents = setup.config, setup.num_agents
     run_dir, checkpoint = setup.run_dir, setup.checkpoint
     learner = setup.learner
     strategy = setup.strategy
     agents = make_agents(learner)
+    if not checkpoint and run_dir.exists():
+        progress(f"flower-difmaml: {run_dir} holds a run killed before its first checkpoint (nothing to resume); "
+                 "it is run again from round 0 in that folder")
     recorder = RunRecorder(
         run_dir,
         config.to_mapping(),
@@ -131,7 +137,7 @@ def run_experiment(
             **combination_report(setup.combination),
             **(extra or {}),
         },
-        resume_round=checkpoint.round if checkpoint else 0,
+        resume_round=checkpoint.round if checkpoint else None,
     )
     sp.save_npz(run_dir / "combination.npz", setup.combination)
     if checkpoint:
@@ -139,10 +145,13 @@ def run_experiment(
         agents.load_optimizer_states(checkpoint.optimizer)
         progress(f"flower-difmaml: resuming {run_dir} after round {checkpoint.round}")
 
-    def save(round_: int) -> None:
+    def save(round_: int, *, now: bool = False) -> None:
         every = config.checkpoint_every
-        if every and (round_ % every == 0 or round_ == config.num_rounds):
+        if now or (every and round_ and (round_ % every == 0 or round_ == config.num_rounds)):
             save_checkpoint(run_dir, Checkpoint(round_, strategy.state(), agents.optimizer_states()))
+
+    def save_on_stop(round_: int) -> None:  # a stop request: the round just ended is checkpointed
+        save(round_, now=stop.requested())
 
     weights = "the learned task graph" if config.strategy == "learned-graph" else config.combination
     if config.aggregation != WEIGHTED:
@@ -157,13 +166,20 @@ def run_experiment(
     def truth(models: np.ndarray) -> dict[str, float]:
         return family_truth(models, strategy.artifacts().get("laplacian")) if family_truth else {}
 
-    run_rounds(
-        strategy, agents, recorder, num_rounds=config.num_rounds, eval_every=config.eval_every, truth=truth,
-        groups=getattr(learner.family, "groups", None),
-        start_round=checkpoint.round + 1 if checkpoint else 1, checkpoint=save, byzantine=setup.byzantine,
-        reported_steps=learner.reported_steps, curve_steps=learner.curve_steps, headline=learner.family.metric_names[0],
-        progress=progress, evaluation_keys=learner.evaluation_keys, eval_tasks=(learner.config.eval_tasks, learner.final_tasks()),
-    )
+    with StopSignals() as stop:
+        try:
+            run_rounds(
+                strategy, agents, recorder, num_rounds=config.num_rounds, eval_every=config.eval_every, truth=truth,
+                groups=getattr(learner.family, "groups", None),
+                start_round=checkpoint.round + 1 if checkpoint else 0, checkpoint=save_on_stop, stop=stop.requested,
+                byzantine=setup.byzantine, reported_steps=learner.reported_steps, curve_steps=learner.curve_steps,
+                headline=learner.family.metric_names[0], progress=progress, evaluation_keys=learner.evaluation_keys,
+                eval_tasks=(learner.config.eval_tasks, learner.final_tasks()),
+            )
+        except RunStopped as stopped:
+            recorder.close()
+            stopped.run_dir, stopped.config = run_dir, config
+            raise
     np.save(run_dir / "models.npy", strategy.current_models())
     for name, array in strategy.artifacts().items():
         np.save(run_dir / f"{name}.npy", array)
@@ -174,6 +190,9 @@ def run_experiment(
         f"{k} {v:.4g}" + (f" ± {last[k + '-ci95']:.2g}" if f"{k}-ci95" in last else "")
         for k, v in last.items() if not k.endswith("-ci95")
     )
-    progress(f"flower-difmaml: finished in {summary['wall-seconds']:.1f} s: {final}")
+    took = f"{summary['wall-seconds']:.1f} s"
+    if checkpoint:
+        took = f"{summary['session-seconds']:.1f} s ({took} in all, with the run before round {checkpoint.round + 1})"
+    progress(f"flower-difmaml: finished in {took}: {final}")
     progress(f"flower-difmaml: results written to {run_dir}")
     return summary

@@ -38,13 +38,15 @@ def metric_names(line: dict[str, Any]) -> list[str]:
 def resolve_run_dir(results_dir: str, run_name: str, default_name: str) -> Path:
     """``<results-dir>/<run-name>`` as an absolute path that does not exist yet.
 
-    An explicit ``run-name`` whose folder exists is an error (nothing written is lost);
-    the default name gets a numeric suffix instead.
+    An explicit ``run-name`` whose folder exists is an error (nothing written is lost),
+    unless that folder holds only a run that stopped before its first checkpoint (nothing
+    to resume: ``nothing_to_resume``), which is run again there; the default name gets a
+    numeric suffix instead.
     """
     root = Path(results_dir).expanduser().resolve()
     if run_name:
         run_dir = root / run_name
-        if run_dir.exists():
+        if run_dir.exists() and not nothing_to_resume(run_dir):
             raise ConfigError(f"run-name: {run_dir} exists already; choose another run-name or results-dir")
         return run_dir
     run_dir, suffix = root / default_name, 1
@@ -52,6 +54,13 @@ def resolve_run_dir(results_dir: str, run_name: str, default_name: str) -> Path:
         suffix += 1
         run_dir = root / f"{default_name}-{suffix}"
     return run_dir
+
+
+def nothing_to_resume(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run that ended before its first checkpoint (killed, not
+    stopped): its config.json, no checkpoint.npz, no summary.json."""
+    return ((run_dir / "config.json").is_file() and not (run_dir / "checkpoint.npz").exists()
+            and not (run_dir / "summary.json").exists())
 
 
 def check_writable(run_dir: Path) -> None:
@@ -130,15 +139,20 @@ class RunRecorder:
     """Creates the run folder (or, resuming, reopens it) and writes its files as the run goes."""
 
     def __init__(
-        self, run_dir: Path, config: dict[str, Any], extra: dict[str, Any] | None = None, *, resume_round: int = 0
+        self, run_dir: Path, config: dict[str, Any], extra: dict[str, Any] | None = None, *,
+        resume_round: int | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.extra = extra or {}
         self.last_evaluation: dict[str, Any] | None = None
         self.last_curves: dict[str, list[float]] = {}
-        self._start = time.perf_counter()
-        if resume_round:
+        self._start = self._session_start = time.perf_counter()
+        if resume_round is not None:
             self._keep_rounds_up_to(resume_round)
+        elif run_dir.is_dir() and nothing_to_resume(run_dir):  # run again in its folder
+            for old in run_dir.iterdir():
+                if old.is_file():
+                    old.unlink()
         else:
             self.run_dir.mkdir(parents=True, exist_ok=False)
         atomic_write_json(run_dir / "config.json", {**config, **self.extra})
@@ -159,7 +173,16 @@ class RunRecorder:
             self.last_curves = curves
 
     def wall_seconds(self) -> float:
+        """Seconds of the whole run, the sessions before a resume included."""
         return round(time.perf_counter() - self._start, 4)
+
+    def session_seconds(self) -> float:
+        """Seconds of this session (since the run started or was resumed)."""
+        return round(time.perf_counter() - self._session_start, 4)
+
+    def close(self) -> None:
+        """Close metrics.jsonl without a summary (a run that stopped before its end)."""
+        self._metrics.close()
 
     def record(self, round_: int, metrics: dict[str, Any]) -> dict[str, Any]:
         """Append one round's line (flushed at once) and return it."""
@@ -170,13 +193,15 @@ class RunRecorder:
         return line
 
     def finish(self, num_rounds: int) -> dict[str, Any]:
-        """Write summary.json (the last evaluation's scalars under ``final``)."""
+        """Write summary.json (the last evaluation's scalars under ``final``; ``wall-seconds`` of
+        the whole run, ``session-seconds`` since the last resume)."""
         self._metrics.close()
         last = self.last_evaluation or {}
         summary = {
             "run-dir": str(self.run_dir),
             "rounds": num_rounds,
             "wall-seconds": round(self.wall_seconds(), 3),
+            "session-seconds": round(self.session_seconds(), 3),
             "final-round": last.get("round"),
             "final": final_metrics(last),
             "final-curves": self.last_curves,

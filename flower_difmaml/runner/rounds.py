@@ -25,6 +25,7 @@ from ..block import (
 from ..network.faults import INJECTED_FAILURE
 from ..strategies.base import MetaStrategy, NeighbourModels
 from .results import RunRecorder, evaluation_metrics
+from .stopping import RunStopped
 
 MAX_SILENT_ROUNDS = 10  # rounds in a row without a single valid reply stop the run
 
@@ -133,8 +134,9 @@ def run_rounds(
     *,
     num_rounds: int,
     eval_every: int,
-    start_round: int = 1,
+    start_round: int = 0,
     checkpoint: Callable[[int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
     byzantine: frozenset[int] = frozenset(),
     reported_steps: Sequence[int] = (0, 1, 10),
     curve_steps: Sequence[int] = tuple(range(11)),
@@ -149,8 +151,10 @@ def run_rounds(
     ``eval_every`` rounds (after ``reported_steps`` adaptation steps) and at the end (after
     each of ``curve_steps``: the adaptation curve). Progress lines show the ``headline`` metric.
 
-    A resumed run starts at ``start_round``; ``checkpoint(round)`` is called after each
-    round's line is written. Failed agents are counted per round (``failed``) and logged
+    A new run starts at ``start_round`` 0, a resumed one at the round after its checkpoint;
+    ``checkpoint(round)`` is called after each round's line is written (round 0 included).
+    When ``stop()`` turns true (a stop signal, ``StopSignals``), the loop ends after the
+    round in flight by raising ``RunStopped(round)``. Failed agents are counted per round (``failed``) and logged
     unless the failure was injected (``fail-prob``). ``byzantine`` agents are left out
     of the means. ``truth(models)`` adds what a family that knows the true models measures
     (``msd``, ...) to every evaluation. ``groups`` (agents' groups, heterogeneity
@@ -176,9 +180,16 @@ def run_rounds(
             if reason != INJECTED_FAILURE:
                 progress(f"warning: round {round_}: agent {agent} failed: {reason}")
 
-    if start_round <= 1:
+    def end_of(round_: int) -> None:
+        if checkpoint is not None:
+            checkpoint(round_)
+        if stop is not None and stop():
+            raise RunStopped(round_)
+
+    if start_round == 0:
         recorder.record(0, evaluate(0, reported_steps, eval_tasks[0]))
-    for round_ in range(start_round, num_rounds + 1):
+        end_of(0)
+    for round_ in range(max(start_round, 1), num_rounds + 1):
         replies = checked(agents.train(TrainRequest(round_, strategy.train_plan(round_))), size, dtype)
         warn(round_, replies.failed)
         silent = silent + 1 if replies.failed and not replies.models else 0
@@ -202,10 +213,9 @@ def run_rounds(
             last = round_ == num_rounds
             line.update(evaluate(round_, curve_steps if last else reported_steps, eval_tasks[1] if last else eval_tasks[0]))
             elapsed = time.perf_counter() - start
-            progress(progress_line(round_, num_rounds, line, elapsed, round_ - start_round + 1, shown))
+            progress(progress_line(round_, num_rounds, line, elapsed, round_ - max(start_round, 1) + 1, shown))
         recorder.record(round_, line)
-        if checkpoint is not None:
-            checkpoint(round_)
+        end_of(round_)
 
 
 def combine_on_agents(

@@ -1,0 +1,92 @@
+"""Stopping a run cleanly: SIGINT (Ctrl-C) or SIGTERM ends it after the current round.
+
+While a run holds ``StopSignals``, the first SIGINT or SIGTERM only asks it to stop: the
+round loop finishes the round in flight, the run writes a checkpoint of it and raises
+:class:`RunStopped`, and the command stops with one line that gives the command that
+resumes it. A second signal stops at once (Python's ``KeyboardInterrupt``). Under
+``flwr run`` the ServerApp gets SIGINT from Flower when the run is stopped (``flwr stop``).
+Signal handlers can only be set in a process's main thread; elsewhere (a ServerApp that
+Flower's in-process simulation runs in a thread) nothing is installed and signals keep
+their old meaning.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ..config import RunConfig
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class RunStopped(Exception):
+    """A run stopped on request after round ``round`` (the run of ``config``, its checkpoint
+    written in ``run_dir``; both set by the run that stopped)."""
+
+    def __init__(self, round_: int) -> None:
+        super().__init__(f"stopped after round {round_}")
+        self.round = round_
+        self.run_dir: Path | None = None
+        self.config: RunConfig | None = None
+
+
+class StopSignals:
+    """A context in which SIGINT / SIGTERM set ``requested`` instead of ending the process."""
+
+    def __init__(self, notice: str = "flower-difmaml: stopping after this round (press Ctrl-C again to stop at once)") -> None:
+        self.notice = notice
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signal is not None:  # the second one: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(self.notice, file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'" if "'" not in value else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def resume_overrides(config: RunConfig, run_dir: Path) -> str:
+    """The ``-c`` text that resumes the run of ``config`` in ``run_dir``: every key set away
+    from its default (a resumed run must have the same keys), and ``resume-from``."""
+    defaults = RunConfig().to_mapping()
+    changed = {k: v for k, v in config.to_mapping().items() if v != defaults[k] and k not in ("resume-from", "run-name")}
+    changed["resume-from"] = str(run_dir)
+    return " ".join(f"{key}={_toml_value(value)}" for key, value in changed.items())
+
+
+def stopped_line(stopped: RunStopped, command: str) -> str:
+    """The one line a stopped run ends with: where its checkpoint is and the exact command
+    (``command``, the program and its options) that resumes it."""
+    config = stopped.config
+    overrides = resume_overrides(config, stopped.run_dir)
+    quoted = f'"{overrides}"' if not set('"$`\\!') & set(overrides) else shlex.quote(overrides)
+    return (f"flower-difmaml: stopped after round {stopped.round} of {config.num_rounds}; checkpoint in "
+            f"{stopped.run_dir}; resume with: {command} -c {quoted}")
