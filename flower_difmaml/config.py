@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .devices import check_device
-from .errors import ConfigError, check_choice
+from .errors import ConfigError, check_choice, did_you_mean
 from .meta.optimizers import META_OPTIMIZERS
 from .network import AGGREGATIONS, NEIGHBOURHOOD_RULES, RESILIENT, WEIGHTED
 from .network.attacks import ATTACKS
@@ -153,7 +153,7 @@ class RunConfig:
         names = {f.name.replace("_", "-"): f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(mapping) - set(names))
         if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown key; allowed: {', '.join(sorted(names))}")
+            raise ConfigError(f"{unknown[0]}: unknown key{did_you_mean(unknown[0], names)}; allowed: {', '.join(sorted(names))}")
         return cls(**{names[key]: value for key, value in mapping.items()})
 
     def to_mapping(self) -> dict[str, Any]:

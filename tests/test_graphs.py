@@ -198,7 +198,7 @@ def test_edge_list_without_path() -> None:
 
 
 def test_unknown_topology_lists_allowed_names() -> None:
-    with pytest.raises(ValueError, match=r"^topology: unknown 'rng'; allowed: ring, complete, star, grid"):
+    with pytest.raises(ValueError, match=r"^topology: unknown 'rng' \(did you mean 'ring'\?\); allowed: ring, complete, star, grid"):
         make_graph("rng", 5)
 
 

@@ -95,10 +95,10 @@ def test_robust_flower_strategies_run_under_attack(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "keys, message",
     [
-        (dict(strategy="fedavg"), r"^strategy: unknown 'fedavg'; allowed: dif-maml, fedavg-maml, non-coop, learned-graph, "),
-        (dict(strategy="flwr:FedFoo"), r"^strategy: unknown 'flwr:FedFoo'; allowed: .*flwr:FedAvg, .*flwr:Krum"),
+        (dict(strategy="fedavg"), r"^strategy: unknown 'fedavg' \(did you mean 'fedavg-maml'\?\); allowed: dif-maml, fedavg-maml, non-coop, learned-graph, "),
+        (dict(strategy="flwr:FedFoo"), r"^strategy: unknown 'flwr:FedFoo' \(did you mean .*'flwr:FedAvg'.*\?\); allowed: .*flwr:FedAvg, .*flwr:Krum"),
         (dict(strategy="flwr:FedAdam", strategy_args="etta=0.1"),
-         r"^strategy-args: flwr:FedAdam takes no argument 'etta'; allowed: fraction_train, .*eta, eta_l, beta_1"),
+         r"^strategy-args: flwr:FedAdam takes no argument 'etta' \(did you mean 'eta'\?\); allowed: fraction_train, .*eta, eta_l, beta_1"),
         (dict(strategy="flwr:FedTrimmedAvg", strategy_args="beta=0.7"), r"^strategy-args: flwr:FedTrimmedAvg refuses .*beta"),
         (dict(strategy="flwr:FedAvg", strategy_args="min_available_nodes=9"), r"^strategy-args: flwr:FedAvg waits for 9 nodes"),
         (dict(strategy="flwr:Bulyan", strategy_args="num_malicious_nodes=1"), r"^strategy-args: flwr:Bulyan needs .* = 7 "),

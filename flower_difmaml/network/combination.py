@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..agent_models import AgentModels
-from ..errors import ConfigError, one_line
+from ..errors import ConfigError, did_you_mean, one_line
 from .graphs import closed_degrees
 
 COMBINATION_RULES = ("metropolis", "uniform", "max-degree", "identity")
@@ -90,7 +90,7 @@ def check_combination(rule: str) -> None:
     """Key ``combination``: one of ``COMBINATION_RULES``, or a path ending in .csv or .npy."""
     if rule.strip().lower() not in COMBINATION_RULES and not rule.strip().lower().endswith(MATRIX_FILE_SUFFIXES):
         raise ConfigError(
-            f"combination: unknown {rule!r}; allowed: {', '.join(COMBINATION_RULES)}, "
+            f"combination: unknown {rule!r}{did_you_mean(rule, COMBINATION_RULES)}; allowed: {', '.join(COMBINATION_RULES)}, "
             "or a path to a .csv/.npy matrix file"
         )
 

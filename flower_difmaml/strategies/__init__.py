@@ -25,7 +25,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ConfigError, one_line
+from ..errors import ConfigError, did_you_mean, one_line
 from .base import MetaStrategy, NeighbourModels, StrategySetup
 from .diffusion import DifMAML
 from .fedavg_maml import FedAvgMAML
@@ -71,7 +71,7 @@ def _named(strategy: str) -> Callable[..., MetaStrategy]:
     module_name, sep, qualname = BUILT_IN.get(strategy, strategy).partition(":")
     if not (sep and module_name and qualname):
         raise ConfigError(
-            f"strategy: unknown {strategy!r}; allowed: {', '.join(BUILT_IN)}, 'flwr:<Class>' "
+            f"strategy: unknown {strategy!r}{did_you_mean(strategy, BUILT_IN)}; allowed: {', '.join(BUILT_IN)}, 'flwr:<Class>' "
             "(a class of flwr.serverapp.strategy), or 'package.module:Class'"
         )
     try:
@@ -103,8 +103,10 @@ def make_strategy(setup: StrategySetup) -> MetaStrategy:
         inspect.signature(factory).bind(setup, **args)
     except TypeError as error:
         allowed = [name for name in list(inspect.signature(factory).parameters)[1:]]
+        unknown = [name for name in args if name not in allowed]
+        near = did_you_mean(unknown[0], allowed) if unknown else ""
         raise ConfigError(
-            f"strategy-args: {one_line(error)} ({config.strategy!r}); allowed: {', '.join(allowed) or 'none'}"
+            f"strategy-args: {one_line(error)} ({config.strategy!r}){near}; allowed: {', '.join(allowed) or 'none'}"
             + (" (a built-in's settings are run-config keys)" if config.strategy in BUILT_IN else "")
         ) from None
     strategy = factory(setup, **args)

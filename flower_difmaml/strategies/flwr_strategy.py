@@ -36,7 +36,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import strategy as flwr_strategies
 from flwr.supercore.task_identity import TaskIdentity
 
-from ..errors import ConfigError, one_line
+from ..errors import ConfigError, did_you_mean, one_line
 from .base import MetaStrategy, StrategySetup
 
 NOT_MODEL_AVERAGING = ("FedXgb", "DifferentialPrivacy")  # trees as bytes; wrappers of another strategy
@@ -110,12 +110,14 @@ def flower_strategy(setup: StrategySetup, class_name: str, args: dict[str, Any])
     or more nodes than agents asked for."""
     classes = flower_classes()
     if class_name not in classes:
-        raise ConfigError(f"strategy: unknown 'flwr:{class_name}'; allowed: {', '.join('flwr:' + n for n in classes)}")
+        raise ConfigError(f"strategy: unknown 'flwr:{class_name}'{did_you_mean('flwr:' + class_name, ['flwr:' + n for n in classes])}; "
+                          f"allowed: {', '.join('flwr:' + n for n in classes)}")
     cls = classes[class_name]
     allowed = [name for name in inspect.signature(cls).parameters if name not in RESERVED]
     unknown = sorted(set(args) - set(allowed))
     if unknown:
-        raise ConfigError(f"strategy-args: flwr:{class_name} takes no argument {unknown[0]!r}; allowed: {', '.join(allowed)}")
+        raise ConfigError(f"strategy-args: flwr:{class_name} takes no argument {unknown[0]!r}{did_you_mean(unknown[0], allowed)}; "
+                          f"allowed: {', '.join(allowed)}")
     try:
         with flower_call(setup.config.seed, 0):
             strategy = cls(**args)

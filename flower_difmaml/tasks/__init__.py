@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import ConfigError, check_choice, one_line
+from ..errors import ConfigError, check_choice, did_you_mean, one_line
 from .base import REQUIRED, TaskFamily
 
 BUILT_IN = {  # imported when used: torchvision and scikit-learn only where an image family runs
@@ -25,7 +25,8 @@ def family_class(task: str) -> type[TaskFamily]:
     """The class that key ``task`` names: a built-in name or ``"package.module:ClassName"``."""
     module_name, sep, class_name = BUILT_IN.get(task, task).partition(":")
     if not (sep and module_name and class_name):
-        raise ConfigError(f"task: unknown {task!r}; allowed: {', '.join(BUILT_IN)}, or 'package.module:ClassName'")
+        raise ConfigError(f"task: unknown {task!r}{did_you_mean(task, BUILT_IN)}; allowed: {', '.join(BUILT_IN)}, "
+                          "or 'package.module:ClassName'")
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # noqa: BLE001 - any import failure is the user's to fix
