@@ -21,6 +21,7 @@ from ..config import ConfigError, RunConfig
 from ..flower.local_superlink import flwr_home, local_superlink_pids, stop_processes
 from ..runner.compare import compare, report
 from ..runner.experiment import set_up_run
+from ..runner.notices import config_warnings
 from ..runner.stopping import RunStopped, stopped_line
 from ..runner.vectorized import run_vectorized
 
@@ -137,6 +138,8 @@ def _num_agents(args: argparse.Namespace, config: RunConfig) -> int:
 def _check(config: RunConfig, num_agents: int) -> int:
     """Everything a run checks before it starts, without starting it: nothing is written."""
     setup = set_up_run(config, num_agents)
+    for line in config_warnings(config, num_agents):
+        print(line)
     where = f"resumes {setup.run_dir} after round {setup.checkpoint.round}" if setup.checkpoint else f"writes {setup.run_dir}"
     if not setup.checkpoint and setup.run_dir.exists():
         where += " (it holds a run killed before its first checkpoint: run again from round 0)"
@@ -167,6 +170,8 @@ def _compare(args: argparse.Namespace, config: RunConfig) -> int:
         raise ConfigError(f"seeds: {args.seeds!r}; allowed: comma-separated integers >= 0") from None
     for strategy in strategies:  # every strategy found, and its arguments taken, before the first run starts
         set_up_run(config.replace(strategy=strategy, run_name=""), args.num_agents)
+        for line in config_warnings(config.replace(strategy=strategy), args.num_agents, args.engine):
+            print(f"{line} (strategy {strategy})")
     for seed in seeds:
         config.replace(seed=seed)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")

@@ -22,6 +22,7 @@ from ..network.graphs import graph_of
 from ..network.laplacian import load_laplacian
 from ..strategies import MetaStrategy, StrategySetup, make_strategy, strategy_label
 from .checkpoint import Checkpoint, resume_point, save_checkpoint
+from .notices import config_warnings
 from .plots import plot_run
 from .results import RunRecorder, check_writable, resolve_run_dir
 from .rounds import Agents, run_rounds
@@ -116,7 +117,9 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run or resume the checked ``setup`` (``set_up_run``), writing the run folder.
 
-    ``make_agents`` makes the engine's agents from the learner. Returns the run's summary.
+    ``make_agents`` makes the engine's agents from the learner; ``extra`` goes to config.json
+    and summary.json (``engine`` and ``num-nodes`` also to ``config_warnings``, printed first).
+    Returns the run's summary.
     SIGINT / SIGTERM (``StopSignals``) end the run after the round in flight: that round is
     checkpointed (whatever ``checkpoint-every`` says) and ``RunStopped`` is raised.
     """
@@ -124,6 +127,9 @@ def run_experiment(
     run_dir, checkpoint = setup.run_dir, setup.checkpoint
     learner = setup.learner
     strategy = setup.strategy
+    extra = extra or {}
+    for line in config_warnings(config, num_agents, extra.get("engine"), extra.get("num-nodes", 0)):
+        progress(line)
     agents = make_agents(learner)
     if not checkpoint and run_dir.exists():
         progress(f"flower-difmaml: {run_dir} holds a run killed before its first checkpoint (nothing to resume); "
@@ -135,7 +141,7 @@ def run_experiment(
             "num-agents": num_agents,
             "edges": [list(e) for e in setup.graph.edges],
             **combination_report(setup.combination),
-            **(extra or {}),
+            **extra,
         },
         resume_round=checkpoint.round if checkpoint else None,
     )

@@ -23,7 +23,9 @@ and ``DEFAULT_HETEROGENEITY`` (optional, else the first of ``HETEROGENEITY``) wh
 ``heterogeneity = "auto"`` means, and ``EVAL_TASKS`` (optional, else 100) what
 ``eval-tasks = 0`` means: ``from_config`` is given a config in which both are resolved.
 
-Optional: ``groups``, each agent's group (heterogeneity ``clusters``: agents of one group share
+Optional: ``KEYS``, the run-config keys the family reads beyond shots, queries, heterogeneity
+and dtype (a run warns about those of the built-in families that it sets and does not use);
+``groups``, each agent's group (heterogeneity ``clusters``: agents of one group share
 a task distribution) or None; ``truth_metrics(models, laplacian)``, for a family that knows
 the agents' true models: numbers for metrics.jsonl and the summary (e.g. ``msd``).
 """

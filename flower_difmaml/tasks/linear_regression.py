@@ -37,6 +37,7 @@ class LinearRegressionTasks:
 
     HETEROGENEITY = ("gmrf",)  # each agent its own w°_k, related by the GMRF on the graph
     DEFAULT_DTYPE = torch.float64
+    KEYS = ("dims", "regressor-std", "noise-std", "edge-weight-scale", "graph-v")
     metric_names = ("mse",)
 
     def __init__(self, laplacian: np.ndarray, true_models: np.ndarray, *, shots: int, queries: int,

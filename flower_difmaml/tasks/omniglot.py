@@ -142,6 +142,7 @@ class OmniglotTasks(FewShotImages):
     """
 
     HETEROGENEITY = ("none", "classes", "alphabet", "clusters")
+    KEYS = (*FewShotImages.KEYS, "data-dir", "download", "split-seed", "meta-train-characters")
 
     @classmethod
     def from_config(cls, config: Any, num_agents: int) -> OmniglotTasks:

@@ -38,6 +38,7 @@ class SinusoidTasks:
     HETEROGENEITY: ClassVar[tuple[str, ...]] = HETEROGENEITY
     DEFAULT_DTYPE: ClassVar[torch.dtype] = torch.float64  # the reference numbers were made in float64
     DEFAULT_HETEROGENEITY: ClassVar[str] = "phase"  # each agent its window of phases
+    KEYS: ClassVar[tuple[str, ...]] = ()  # the family's own keys (beyond shots, queries, heterogeneity, dtype)
     metric_names: ClassVar[tuple[str, ...]] = ("mse",)
 
     num_agents: int = 1
