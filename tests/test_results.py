@@ -87,3 +87,40 @@ def test_plots_of_a_diverged_run_are_drawn(tmp_path: Path) -> None:
     ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert [p.name for p in plot_run(tmp_path)] == ["mse.png", "disagreement.png", "adaptation.png"]
+
+
+def test_plots_show_the_setting_start_the_disagreement_at_round_1_and_tell_coinciding_curves_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flower_difmaml.runner import plots
+
+    figures = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.setdefault(path.name, fig) and path)
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"strategy": "fedavg-maml", "num-agents": 3, "topology": "ring", "task": "sinusoid", "num-rounds": 20, "seed": 4}))
+    lines = [{"round": r, "full-mse-1": 3.0 - r / 10, "full-mse-10": 2.0, "own-mse-1": 3.0 - r / 10, "own-mse-10": 1.0,
+              "disagreement": d} for r, d in ((0, 0.0), (10, 1e-30), (20, 2e-30))]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    plot_run(tmp_path)
+    (disagreement,) = figures["disagreement.png"].axes[0].get_lines()
+    assert list(disagreement.get_xdata()) == [10, 20] and list(disagreement.get_ydata()) == [1e-30, 2e-30]  # no floor
+    assert disagreement.get_label() == "disagreement (< 1e-20: round-off, one model)"
+    mse = figures["mse.png"].axes[0]
+    assert [line.get_label() for line in mse.get_lines()] == ["full-mse-1", "full-mse-10", "own-mse-1 (= full-mse-1)", "own-mse-10"]
+    assert len({line.get_marker() for line in mse.get_lines()}) == 4
+    assert mse.get_title().endswith("fedavg-maml, 3 agents, ring graph, sinusoid, 20 rounds, seed 4")
+    for fig in figures.values():
+        plots.plt.close(fig)
+
+
+def test_log_axes_of_less_than_two_decades_have_plain_tick_labels() -> None:
+    from flower_difmaml.runner import plots
+
+    fig, ax = plots.plt.subplots()
+    ax.plot([0, 1], [0.6, 2.5])
+    ax.set_yscale("log")
+    plots._readable_log(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels() if t.get_text()]
+    plots.plt.close(fig)
+    assert {"0.6", "1", "2"} <= set(labels) and not any("10^" in t or "times" in t or "e-" in t for t in labels), labels
