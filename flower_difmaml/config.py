@@ -9,6 +9,7 @@ checks it); the graph and the combination matrix are checked where they are buil
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,6 +163,16 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def toml_value(value: Any) -> str:
+    """A config value as TOML, as ``-c`` and pyproject.toml read it: strings single-quoted
+    (a literal string) unless they hold a quote, then a basic string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'" if "'" not in value and "\n" not in value else json.dumps(value)
+    return repr(value)
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean (true or false)"}

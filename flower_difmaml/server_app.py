@@ -3,26 +3,34 @@
 A config the run cannot use (a key out of range, a node that cannot build its agent, e.g.
 without the data or the CUDA device it asks for, a graph that is not connected on the agents
 that came, a results folder that is taken) is logged as one ERROR line that names the key,
-before any training message is sent; the app then stops and writes nothing. Stopped
-(``flwr stop``: Flower sends this process SIGINT; or SIGTERM), the run ends after the round
-in flight with a checkpoint and one line that gives the command that resumes it.
+before any training message is sent; the app then stops and writes nothing.
+
+Stopped (``flwr stop``, SIGINT, SIGTERM), the run ends after the round in flight with a
+checkpoint and one line (logged at WARNING) that gives the command that resumes it. Flower
+tells the app's process by SIGINT; in a simulation the ServerApp runs in a thread, where no
+signal handler can be set, so the app registers a Flower exit handler instead
+(``flwr.supercore.exit.add_exit_handler``, the app's one use of Flower's supercore): it asks
+the run to stop and waits up to ``STOP_WAIT_S`` for its checkpoint before Flower exits.
 """
 
 from __future__ import annotations
 
+import threading
 from logging import ERROR, INFO, WARNING
 
 from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.exit import add_exit_handler
 
 from .config import ConfigError, RunConfig
 from .flower.agents import FlowerAgents, discover_nodes
 from .learner import MetaLearner
 from .runner.experiment import run_experiment, set_up_run
-from .runner.stopping import RunStopped, stopped_line
+from .runner.stopping import RunStopped, StopSignals, stopped_line
 
 app = ServerApp()
+STOP_WAIT_S = 60.0  # how long Flower's exit waits for the round in flight and its checkpoint
 
 
 def _keeps_state(learner: MetaLearner) -> bool:
@@ -39,13 +47,19 @@ def main(grid: Grid, context: Context) -> None:
     except ConfigError as error:
         log(ERROR, "flower-difmaml: error: %s", error)
         return
+    stop, ended = StopSignals(), threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # Flower's simulation: its exit tells us
+        add_exit_handler(lambda: (stop.request(), ended.wait(STOP_WAIT_S)), run_before_force_exit=True)
     try:
         run_experiment(
             setup,
             lambda learner: FlowerAgents(grid, nodes, config.reply_timeout, _keeps_state(learner)),
             progress=lambda line: log(INFO, line),
             extra={"engine": "flower", "num-nodes": len(nodes)},
+            stop=stop,
         )
-    except RunStopped as stopped:  # `flwr stop` (Flower sends this process SIGINT) or SIGTERM
+    except RunStopped as stopped:
         command = f'flwr run . --stream --federation-config "num-supernodes={len(nodes)}"'
         log(WARNING, stopped_line(stopped, command))
+    finally:
+        ended.set()

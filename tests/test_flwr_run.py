@@ -89,3 +89,41 @@ def test_flwr_run_writes_summary(flwr_env: dict[str, str], tmp_path: Path) -> No
     assert rounds == [0, 1, 2, 3]
     assert {p.name for p in (results / "e2e").glob("*.png")} == {"mse.png", "disagreement.png", "adaptation.png"}
     assert str(results / "e2e") in output
+
+
+def test_flwr_stop_ends_the_run_after_its_round_with_a_checkpoint_that_resumes(flwr_env: dict[str, str], tmp_path: Path) -> None:
+    import re
+    import time
+
+    import numpy as np
+
+    from flower_difmaml.cli import main
+    from flower_difmaml.runner.results import read_metrics
+
+    keys = f"eval-every=1000 eval-tasks=4 tasks-per-agent=3 topology='ring' checkpoint-every=100000 results-dir='{tmp_path}'"
+    started = subprocess.run(
+        ["flwr", "run", str(PROJECT), "--federation-config", "num-supernodes=4 client-resources-num-cpus=1",
+         "-c", f"num-rounds=100000 {keys} run-name='s'"], env=flwr_env, capture_output=True, text=True, timeout=200)
+    run_id = re.search(r"started run (\d+)", started.stdout + started.stderr).group(1)
+    metrics = tmp_path / "s" / "metrics.jsonl"
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) > 20):
+        time.sleep(0.5)
+    stopped = subprocess.run(["flwr", "stop", run_id], env=flwr_env, capture_output=True, text=True, timeout=120)
+    assert "successfully stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    checkpoint = tmp_path / "s" / "checkpoint.npz"
+    while time.monotonic() < deadline and not checkpoint.exists():  # Flower tells the app at its next heartbeat
+        time.sleep(0.5)
+    time.sleep(3)
+    last = read_metrics(tmp_path / "s")[-1]["round"]
+    assert int(np.load(checkpoint)["round"]) == last and last > 20
+    time.sleep(3)
+    assert read_metrics(tmp_path / "s")[-1]["round"] == last  # the run has ended
+
+    total = last + 3
+    assert main(["run", "--num-agents", "4", "-c", f"num-rounds={total} {keys} run-name='s' resume-from='{tmp_path / 's'}'"]) == 0
+    assert main(["run", "--num-agents", "4", "-c", f"num-rounds={total} {keys} run-name='whole'"]) == 0
+    resumed, whole = (json.loads((tmp_path / name / "summary.json").read_text())["final"] for name in ("s", "whole"))
+    assert resumed.keys() == whole.keys()
+    for key in whole:  # the Flower engine and the vectorised one: the same numbers to float64 round-off
+        assert resumed[key] == pytest.approx(whole[key], rel=1e-9, abs=1e-12), key

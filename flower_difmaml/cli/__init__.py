@@ -1,6 +1,7 @@
 """Command line ``flower-difmaml`` (also ``python -m flower_difmaml``)::
 
     flower-difmaml run --engine vectorized|flower [--num-agents N] [--nodes M] -c "key=value ..."
+    flower-difmaml run -c presets/difmaml-sinusoid.toml -c "num-rounds=100"   (a file of keys, then more)
     flower-difmaml check [--num-agents N] -c "key=value ..."   (validate only: writes nothing)
     flower-difmaml compare --strategies dif-maml,fedavg-maml,non-coop --seeds 0,1,2 [-c ...]
     flower-difmaml report <folder>
@@ -65,6 +66,33 @@ def parse_overrides(text: str) -> dict[str, Any]:
     return out
 
 
+RUN_CONFIG_HELP = ('keys, e.g. "strategy=\'non-coop\' num-rounds=100", or a .toml file of them (presets/); '
+                   'repeat -c: later values win')
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A run-config file: flat ``key = value`` TOML lines (what ``flwr run -c file.toml`` reads)."""
+    try:
+        with path.expanduser().open("rb") as handle:
+            keys = tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"run-config: cannot read {path}: {error.strerror}; allowed: a .toml file of key = value lines") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"run-config: {path} is not TOML: {error}") from None
+    for key, value in keys.items():
+        if isinstance(value, dict):
+            raise ConfigError(f"run-config: {path} has a table [{key}]; allowed: flat key = value lines")
+    return keys
+
+
+def read_run_config(items: list[str]) -> dict[str, Any]:
+    """The ``-c`` options in order, each ``"key=value ..."`` text or a .toml file; later keys win."""
+    out: dict[str, Any] = {}
+    for item in items:
+        out.update(read_config_file(Path(item.strip())) if item.strip().endswith(".toml") else parse_overrides(item))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flower-difmaml", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -72,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     run_command.add_argument("--engine", choices=list(ENGINES), default="vectorized")
     run_command.add_argument("--num-agents", type=int, default=None, help="N (default: key num-agents, else 10)")
     run_command.add_argument("--nodes", type=int, default=0, help="flower engine: M SuperNodes hosting N/M agents each")
-    run_command.add_argument("-c", "--run-config", default="", help='overrides, e.g. "strategy=\'non-coop\' num-rounds=100"')
+    run_command.add_argument("-c", "--run-config", action="append", default=[], help=RUN_CONFIG_HELP)
     check_command = commands.add_parser("check", help="validate a config: keys, graph, matrix, results folder (no Ray)")
     check_command.add_argument("--num-agents", type=int, default=None)
-    check_command.add_argument("-c", "--run-config", default="")
+    check_command.add_argument("-c", "--run-config", action="append", default=[], help=RUN_CONFIG_HELP)
     compare_command = commands.add_parser("compare", help="several strategies x seeds, one table and plots")
     compare_command.add_argument("--strategies", default="dif-maml,fedavg-maml,non-coop")
     compare_command.add_argument("--seeds", default="0,1,2")
@@ -83,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     compare_command.add_argument("--num-agents", type=int, default=None)
     compare_command.add_argument("--nodes", type=int, default=0, help="flower engine: M SuperNodes hosting N/M agents each")
     compare_command.add_argument("--out", default="", help="folder (default: <results-dir>/compare-<UTC time>)")
-    compare_command.add_argument("-c", "--run-config", default="")
+    compare_command.add_argument("-c", "--run-config", action="append", default=[], help=RUN_CONFIG_HELP)
     report_command = commands.add_parser("report", help="redraw a comparison's table and plots")
     report_command.add_argument("folder")
     commands.add_parser("stop-superlink", help="stop the local SuperLink that `flwr run` left running ($FLWR_HOME)")
@@ -95,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "stop-superlink":
             return _stop_superlink()
-        config = RunConfig.from_mapping({**RunConfig().to_mapping(), **parse_overrides(args.run_config)})
+        config = RunConfig.from_mapping({**RunConfig().to_mapping(), **read_run_config(args.run_config)})
         args.num_agents = _num_agents(args, config)
         if args.command == "check":
             return _check(config, args.num_agents)

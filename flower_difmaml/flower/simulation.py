@@ -15,10 +15,10 @@ the package, and pyproject.toml pins flwr below 1.43.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
+
 from flwr.app import Context, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
@@ -26,17 +26,8 @@ from flwr.simulation.run_simulation import _run_simulation
 from flwr.supercore.telemetry import EventType
 
 from ..block import num_agents_of
-from ..config import RunConfig
+from ..config import RunConfig, toml_value
 from ..runner.experiment import set_up_run
-
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string
-    return repr(value)
 
 
 def write_app_config(app_dir: Path, config: RunConfig) -> None:
@@ -51,7 +42,7 @@ def write_app_config(app_dir: Path, config: RunConfig) -> None:
         'serverapp = "flower_difmaml.server_app:app"',
         'clientapp = "flower_difmaml.client_app:app"',
         "[tool.flwr.app.config]",
-    ] + [f"{k} = {_toml_value(v)}" for k, v in config.to_mapping().items()]
+    ] + [f"{k} = {toml_value(v)}" for k, v in config.to_mapping().items()]
     (app_dir / "pyproject.toml").write_text("\n".join(lines) + "\n")
 
 

@@ -114,14 +114,16 @@ def run_experiment(
     *,
     progress: Callable[[str], None] = print,
     extra: dict[str, Any] | None = None,
+    stop: StopSignals | None = None,
 ) -> dict[str, Any]:
     """Run or resume the checked ``setup`` (``set_up_run``), writing the run folder.
 
     ``make_agents`` makes the engine's agents from the learner; ``extra`` goes to config.json
     and summary.json (``engine`` and ``num-nodes`` also to ``config_warnings``, printed first).
     Returns the run's summary.
-    SIGINT / SIGTERM (``StopSignals``) end the run after the round in flight: that round is
-    checkpointed (whatever ``checkpoint-every`` says) and ``RunStopped`` is raised.
+    SIGINT / SIGTERM (``StopSignals``; ``stop``: the caller's, which it may also ``request``)
+    end the run after the round in flight: that round is checkpointed (whatever
+    ``checkpoint-every`` says) and ``RunStopped`` is raised.
     """
     config, num_agents = setup.config, setup.num_agents
     run_dir, checkpoint = setup.run_dir, setup.checkpoint
@@ -172,7 +174,7 @@ def run_experiment(
     def truth(models: np.ndarray) -> dict[str, float]:
         return family_truth(models, strategy.artifacts().get("laplacian")) if family_truth else {}
 
-    with StopSignals() as stop:
+    with stop or StopSignals() as stop:
         try:
             run_rounds(
                 strategy, agents, recorder, num_rounds=config.num_rounds, eval_every=config.eval_every, truth=truth,

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ..config import RunConfig
+from ..config import RunConfig, toml_value
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -47,6 +47,12 @@ class StopSignals:
     def requested(self) -> bool:
         return self.signal is not None
 
+    def request(self, signum: int = signal.SIGINT) -> None:
+        """Ask the run to stop after its round, as a first signal does (for a caller that
+        learns of the stop another way: Flower's exit handlers)."""
+        if self.signal is None:
+            self.signal = signum
+
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.signal is not None:  # the second one: stop now
             raise KeyboardInterrupt
@@ -65,21 +71,13 @@ class StopSignals:
         self._previous.clear()
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"'{value}'" if "'" not in value else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
-
-
 def resume_overrides(config: RunConfig, run_dir: Path) -> str:
     """The ``-c`` text that resumes the run of ``config`` in ``run_dir``: every key set away
     from its default (a resumed run must have the same keys), and ``resume-from``."""
     defaults = RunConfig().to_mapping()
     changed = {k: v for k, v in config.to_mapping().items() if v != defaults[k] and k not in ("resume-from", "run-name")}
     changed["resume-from"] = str(run_dir)
-    return " ".join(f"{key}={_toml_value(value)}" for key, value in changed.items())
+    return " ".join(f"{key}={toml_value(value)}" for key, value in changed.items())
 
 
 def stopped_line(stopped: RunStopped, command: str) -> str:
