@@ -6,7 +6,8 @@ that came, a results folder that is taken) is logged as one ERROR line that name
 before any training message is sent; the app then stops and writes nothing.
 
 Stopped (``flwr stop``, SIGINT, SIGTERM), the run ends after the round in flight with a
-checkpoint and one line (logged at WARNING) that gives the command that resumes it. Flower
+checkpoint and one line that gives the command that resumes it (logged at WARNING and
+written to the run folder's stopped.txt: Flower closes a stopped run's log stream). Flower
 tells the app's process by SIGINT; in a simulation the ServerApp runs in a thread, where no
 signal handler can be set, so the app registers a Flower exit handler instead
 (``flwr.supercore.exit.add_exit_handler``, the app's one use of Flower's supercore): it asks
@@ -30,6 +31,7 @@ from .runner.experiment import run_experiment, set_up_run
 from .runner.stopping import RunStopped, StopSignals, stopped_line
 
 app = ServerApp()
+STOPPED_FILE = "stopped.txt"  # a stopped run's last line, with the command that resumes it
 STOP_WAIT_S = 60.0  # how long Flower's exit waits for the round in flight and its checkpoint
 
 
@@ -58,8 +60,10 @@ def main(grid: Grid, context: Context) -> None:
             extra={"engine": "flower", "num-nodes": len(nodes)},
             stop=stop,
         )
-    except RunStopped as stopped:
+    except RunStopped as stopped:  # the line is logged, and kept in the run folder: a stopped run's log stream is closed
         command = f'flwr run . --stream --federation-config "num-supernodes={len(nodes)}"'
-        log(WARNING, stopped_line(stopped, command))
+        line = stopped_line(stopped, command)
+        log(WARNING, line)
+        (stopped.run_dir / STOPPED_FILE).write_text(line + "\n")
     finally:
         ended.set()

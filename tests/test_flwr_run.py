@@ -119,6 +119,9 @@ def test_flwr_stop_ends_the_run_after_its_round_with_a_checkpoint_that_resumes(f
     assert int(np.load(checkpoint)["round"]) == last and last > 20
     time.sleep(3)
     assert read_metrics(tmp_path / "s")[-1]["round"] == last  # the run has ended
+    line = (tmp_path / "s" / "stopped.txt").read_text()
+    assert line.startswith(f"flower-difmaml: stopped after round {last} of 100000; checkpoint in {tmp_path / 's'}; resume with: "
+                           'flwr run . --stream --federation-config "num-supernodes=4" -c "') and "resume-from=" in line
 
     total = last + 3
     assert main(["run", "--num-agents", "4", "-c", f"num-rounds={total} {keys} run-name='s' resume-from='{tmp_path / 's'}'"]) == 0

@@ -94,5 +94,7 @@ def test_a_run_killed_before_its_first_checkpoint_is_run_again_under_its_run_nam
     run_vectorized(config, 3, progress=lines.append)
     assert any("holds a run killed before its first checkpoint (nothing to resume)" in line for line in lines)
     assert [line["round"] for line in read_metrics(tmp_path / "k")] == list(range(7))
+    (aside,) = (tmp_path / "k").glob("killed-*")  # the killed run's files are kept
+    assert [line["round"] for line in read_metrics(aside)][:4] == [0, 1, 2, 3]
     with pytest.raises(ConfigError, match="run-name: .*/k exists already"):  # a finished run is kept
         run_vectorized(config, 3, progress=lambda line: None)

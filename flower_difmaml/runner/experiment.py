@@ -135,7 +135,7 @@ def run_experiment(
     agents = make_agents(learner)
     if not checkpoint and run_dir.exists():
         progress(f"flower-difmaml: {run_dir} holds a run killed before its first checkpoint (nothing to resume); "
-                 "it is run again from round 0 in that folder")
+                 "it is run again from round 0 in that folder (the old files go to its killed-<UTC time>/)")
     recorder = RunRecorder(
         run_dir,
         config.to_mapping(),

@@ -149,10 +149,12 @@ class RunRecorder:
         self._start = self._session_start = time.perf_counter()
         if resume_round is not None:
             self._keep_rounds_up_to(resume_round)
-        elif run_dir.is_dir() and nothing_to_resume(run_dir):  # run again in its folder
+        elif run_dir.is_dir() and nothing_to_resume(run_dir):  # run again in its folder, the old files kept
+            aside = run_dir / f"killed-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+            aside.mkdir()
             for old in run_dir.iterdir():
                 if old.is_file():
-                    old.unlink()
+                    old.rename(aside / old.name)
         else:
             self.run_dir.mkdir(parents=True, exist_ok=False)
         atomic_write_json(run_dir / "config.json", {**config, **self.extra})

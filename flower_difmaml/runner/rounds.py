@@ -154,8 +154,9 @@ def run_rounds(
     A new run starts at ``start_round`` 0, a resumed one at the round after its checkpoint;
     ``checkpoint(round)`` is called after each round's line is written (round 0 included).
     When ``stop()`` turns true (a stop signal, ``StopSignals``), the loop ends after the
-    round in flight by raising ``RunStopped(round)``. Failed agents are counted per round (``failed``) and logged
-    unless the failure was injected (``fail-prob``). ``byzantine`` agents are left out
+    round in flight by raising ``RunStopped(round)`` (after the last round: it just ends).
+    Failed agents are counted per round (``failed``) and logged unless the failure was
+    injected (``fail-prob``). ``byzantine`` agents are left out
     of the means. ``truth(models)`` adds what a family that knows the true models measures
     (``msd``, ...) to every evaluation. ``groups`` (agents' groups, heterogeneity
     ``clusters``) adds the share of kept links inside the group to an agent-side combination.
@@ -183,7 +184,7 @@ def run_rounds(
     def end_of(round_: int) -> None:
         if checkpoint is not None:
             checkpoint(round_)
-        if stop is not None and stop():
+        if stop is not None and stop() and round_ < num_rounds:  # the last round: the run ends as it is
             raise RunStopped(round_)
 
     if start_round == 0:
