@@ -104,7 +104,7 @@ def test_plots_show_the_setting_start_the_disagreement_at_round_1_and_tell_coinc
     plot_run(tmp_path)
     (disagreement,) = figures["disagreement.png"].axes[0].get_lines()
     assert list(disagreement.get_xdata()) == [10, 20] and list(disagreement.get_ydata()) == [1e-30, 2e-30]  # no floor
-    assert disagreement.get_label() == "disagreement (< 1e-20: round-off, one model)"
+    assert disagreement.get_label() == "disagreement (0 or < 1e-20 at every round: round-off, one model)"
     mse = figures["mse.png"].axes[0]
     assert [line.get_label() for line in mse.get_lines()] == ["full-mse-1", "full-mse-10", "own-mse-1 (= full-mse-1)", "own-mse-10"]
     assert len({line.get_marker() for line in mse.get_lines()}) == 4

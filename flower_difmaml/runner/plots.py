@@ -69,7 +69,7 @@ def _setting(config: dict[str, Any], seeds: Sequence[int] | None = None, strateg
         f"{config['topology']} graph" if "topology" in config else None,
         config.get("task"),
         f"{config['num-rounds']} rounds" if "num-rounds" in config else None,
-        f"seeds {', '.join(map(str, seeds))}" if seeds is not None else
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds is not None else
         (f"seed {config['seed']}" if "seed" in config else None),
     ]
     return ", ".join(str(part) for part in parts if part is not None)
@@ -95,9 +95,14 @@ def _last_steps(line: dict, metric: str) -> int:
     return max(int(key.rsplit("-", 1)[1]) for key in line if re.match(rf"^full-{metric}-\d+$", key))
 
 
-def _round_off(values: np.ndarray) -> bool:
-    """Whether a disagreement series is float round-off only (all its values below ROUND_OFF)."""
-    finite = values[np.isfinite(values)]
+ONE_MODEL = f" (0 or < {ROUND_OFF:g} at every round: round-off, one model)"
+
+
+def _round_off(values: list) -> bool:
+    """Whether a disagreement series (raw values, None for a gap) is float round-off only:
+    every value 0 or below ROUND_OFF (then there is nothing, or next to nothing, to draw)."""
+    finite = _values(values)
+    finite = finite[np.isfinite(finite)]
     return bool(finite.size) and bool(finite.max() < ROUND_OFF)
 
 
@@ -105,10 +110,12 @@ def _disagreement(ax: plt.Axes, rounds: Sequence[int], values: np.ndarray, label
     """The disagreement from round 1 (round 0 is 0: every agent starts from one model), its
     true values; a series of round-off only says so in its label."""
     keep = np.asarray(rounds) >= 1
-    values = _log_values(list(values[keep]))
-    if _round_off(values):
-        label = f"{label or 'disagreement'} (< {ROUND_OFF:g}: round-off, one model)"
-    (line,) = ax.plot(np.asarray(rounds)[keep], values, marker=".", label=label)
+    raw = list(values[keep])
+    if _round_off(raw):
+        label = f"{label or 'disagreement'}{ONE_MODEL}"
+    (line,) = ax.plot(np.asarray(rounds)[keep], _log_values(raw), marker=".", label=label)
+    if not np.isfinite(line.get_ydata()).any():
+        ax.text(0.5, 0.5, "0 at every round from 1: nothing to draw on a log axis", transform=ax.transAxes, ha="center")
     return line
 
 
@@ -140,8 +147,10 @@ def plot_run(run_dir: Path) -> list[Path]:
         written.append(_save(fig, run_dir / f"{metric}.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    _disagreement(ax, rounds, _values([m["disagreement"] for m in evaluations]))
+    line = _disagreement(ax, rounds, _values([m["disagreement"] for m in evaluations]))
     ax.set(xlabel="round", ylabel="(1/N) sum ||w_k - mean w||^2", yscale="log", title=f"network disagreement\n{setting}")
+    if line.get_label().endswith(ONE_MODEL):
+        ax.legend()
     written.append(_save(fig, run_dir / "disagreement.png"))
 
     headline = metrics[0]
@@ -189,8 +198,8 @@ def _band(ax: plt.Axes, runs: list[list[dict]], key: str, label: str, values: Ca
     rounds = sorted(set.intersection(*(set(s) for s in series)))
     stacked = np.array([values([s[r] for r in rounds]) for s in series])
     mean, std = stacked.mean(axis=0), stacked.std(axis=0)
-    if key == "disagreement" and _round_off(mean):
-        label = f"{label} (< {ROUND_OFF:g}: round-off, one model)"
+    if key == "disagreement" and _round_off([s[r] for s in series for r in rounds]):
+        label = f"{label}{ONE_MODEL}"
     (line,) = ax.plot(rounds, mean, marker=".", label=label)
     scale = "log" if values is _log_values else "linear"
     if len(runs) == 1:
@@ -211,6 +220,7 @@ def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[
     seeds = sorted({c["seed"] for c in configs})
     setting = _setting(configs[0], seeds, strategy=False) if configs else folder.name
     spread = "mean ± std over seeds" if len(seeds) > 1 else "± 95 % interval over tasks"
+    at_end = "mean ± std over seeds" if len(seeds) > 1 else f"seed {seeds[0]}" if seeds else "one seed"
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, key in zip(axes, (f"full-{headline}-1", f"own-{headline}-1")):
@@ -229,7 +239,7 @@ def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[
             ax.fill_between(range(curves.shape[1]), curves.mean(axis=0) - curves.std(axis=0),
                             curves.mean(axis=0) + curves.std(axis=0), color=line.get_color(), alpha=0.2)
         name = key.removesuffix("-curve")
-        ax.set(xlabel="adaptation steps", ylabel=name, yscale=scale, title=f"{name} at the end (mean ± std over seeds)")
+        ax.set(xlabel="adaptation steps", ylabel=name, yscale=scale, title=f"{name} at the end ({at_end})")
         ax.legend()
     fig.suptitle(setting)
     written.append(_save(fig, folder / f"{headline}_vs_steps.png"))
