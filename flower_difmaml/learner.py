@@ -108,7 +108,15 @@ class MetaLearner:
             heterogeneity=heterogeneity_of(family_type, config.heterogeneity),
             eval_tasks=eval_tasks_of(family_type, config.eval_tasks),
         )
-        family = family_type.from_config(resolved, num_agents)
+        try:
+            family = family_type.from_config(resolved, num_agents)
+        except ConfigError as error:  # a key the user never set: say that it is the default
+            key, defaults = str(error).split(":", 1)[0], RunConfig().to_mapping()
+            value = config.to_mapping().get(key)
+            if key in defaults and value == defaults[key]:
+                raise ConfigError(f"{error} ({key} = {value!r} is the run config's default, not a value of task "
+                                  f"{config.task!r}: set {key} for this task)") from None
+            raise
         return cls(
             config=resolved,
             num_agents=num_agents,

@@ -114,3 +114,25 @@ def test_an_omniglot_run_end_to_end_on_data_in_its_folder_layout(tmp_path: Path)
     summary = run_vectorized(config, 2, progress=lambda line: None)
     assert {"full-acc-0", "full-acc-1", "full-acc-2", "own-acc-2", "full-loss-2"} <= set(summary["final"])
     assert (tmp_path / "runs" / "o" / "acc.png").exists() and (tmp_path / "runs" / "o" / "loss.png").exists()
+
+
+def test_a_default_a_family_refuses_is_said_to_be_the_default(readme_family: str, tmp_path: Path) -> None:
+    import my_tasks
+
+    from flower_difmaml.runner.experiment import set_up_run
+
+    class FewShots(my_tasks.LineTasks):
+        @classmethod
+        def from_config(cls, config, num_agents):
+            if config.shots > 5:
+                raise ConfigError(f"shots: {config.shots} out of range; allowed: <= 5 for this family")
+            return super().from_config(config, num_agents)
+
+    my_tasks.FewShots = FewShots
+    config = RunConfig(task="my_tasks:FewShots", heterogeneity="none", topology="ring", results_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^shots: 10 out of range; allowed: <= 5 for this family \(shots = 10 is the run "
+                                          r"config's default, not a value of task 'my_tasks:FewShots': set shots for this task\)$"):
+        set_up_run(config, 4)
+    with pytest.raises(ConfigError, match=r"^shots: 7 out of range; allowed: <= 5 for this family$"):  # set by the user
+        set_up_run(config.replace(shots=7), 4)
+    set_up_run(config.replace(shots=5), 4)
