@@ -98,3 +98,19 @@ def test_a_run_killed_before_its_first_checkpoint_is_run_again_under_its_run_nam
     assert [line["round"] for line in read_metrics(aside)][:4] == [0, 1, 2, 3]
     with pytest.raises(ConfigError, match="run-name: .*/k exists already"):  # a finished run is kept
         run_vectorized(config, 3, progress=lambda line: None)
+
+
+def test_sigint_stops_the_in_process_flower_engine_after_its_round(tmp_path: Path) -> None:
+    """The ServerApp runs in a thread of Flower's simulation there: the signal reaches its run."""
+    import numpy as np
+
+    env_keys = f"num-rounds=100000 {KEYS} checkpoint-every=100000 results-dir='{tmp_path}' run-name='f'"
+    stopped = _interrupt_after(["run", "--engine", "flower", "--num-agents", "3", "-c", env_keys], tmp_path / "f" / "metrics.jsonl", 5)
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    last = stopped.stderr.strip().splitlines()[-1]
+    match = re.fullmatch(r"flower-difmaml: stopped after round (\d+) of 100000; checkpoint in \S+; resume with: "
+                         r"flower-difmaml run --engine flower --num-agents 3 -c .*resume-from=.*", last)
+    assert match, stopped.stderr[-3000:]
+    round_ = int(match.group(1))
+    assert int(np.load(tmp_path / "f" / "checkpoint.npz")["round"]) == round_ == _rounds(tmp_path / "f" / "metrics.jsonl")[-1]
+    assert stopped.stderr.count("stopped after round") == 1  # the engine reports it, not the ServerApp too

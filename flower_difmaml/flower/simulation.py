@@ -28,6 +28,7 @@ from flwr.supercore.telemetry import EventType
 from ..block import num_agents_of
 from ..config import RunConfig, toml_value
 from ..runner.experiment import set_up_run
+from ..runner.stopping import StopSignals
 
 
 def write_app_config(app_dir: Path, config: RunConfig) -> None:
@@ -83,16 +84,20 @@ def run_flower_simulation(
         context = Context(
             run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=config.to_mapping()
         )
-        _run_simulation(
-            num_supernodes=num_nodes or num_agents,
-            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-            client_app=client_app,
-            server_app=server_app,
-            backend_config={
-                "client_resources": {"num_cpus": cpus_per_node, "num_gpus": gpus_per_node},
-                "init_args": init_args,
-            },
-            server_app_context=context,
-            app_dir=app_dir,
-            is_app=True,  # nodes read their run config from app_dir, as under flwr run
-        )
+        with StopSignals() as stop:  # Ctrl-C reaches the ServerApp's run (a thread), which stops after its round
+            _run_simulation(
+                num_supernodes=num_nodes or num_agents,
+                exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+                client_app=client_app,
+                server_app=server_app,
+                backend_config={
+                    "client_resources": {"num_cpus": cpus_per_node, "num_gpus": gpus_per_node},
+                    "init_args": init_args,
+                },
+                server_app_context=context,
+                app_dir=app_dir,
+                is_app=True,  # nodes read their run config from app_dir, as under flwr run
+            )
+    for run in stop.reached:  # the run the signal stopped: the caller prints its resume line
+        if run.stopped is not None:
+            raise run.stopped

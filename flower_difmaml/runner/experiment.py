@@ -187,6 +187,7 @@ def run_experiment(
         except RunStopped as stopped:
             recorder.close()
             stopped.run_dir, stopped.config = run_dir, config
+            stop.stopped = stopped
             raise
     np.save(run_dir / "models.npy", strategy.current_models())
     for name, array in strategy.artifacts().items():

@@ -23,6 +23,7 @@ from typing import Any
 from ..config import RunConfig, toml_value
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_RUNNING: set[StopSignals] = set()  # every StopSignals entered and not left yet, in any thread
 
 
 class RunStopped(Exception):
@@ -37,35 +38,48 @@ class RunStopped(Exception):
 
 
 class StopSignals:
-    """A context in which SIGINT / SIGTERM set ``requested`` instead of ending the process."""
+    """A context in which SIGINT / SIGTERM set ``requested`` instead of ending the process.
+
+    A signal reaches every StopSignals of the process (``reached``): the in-process Flower
+    engine holds one in the main thread while its ServerApp thread holds the run's. The run
+    that stopped leaves its ``RunStopped`` in ``stopped``."""
 
     def __init__(self, notice: str = "flower-difmaml: stopping after this round (press Ctrl-C again to stop at once)") -> None:
         self.notice = notice
         self.signal: int | None = None
+        self.stopped: RunStopped | None = None
+        self.reached: list[StopSignals] = []
+        self.by: StopSignals | None = None
         self._previous: dict[int, Any] = {}
 
     def requested(self) -> bool:
         return self.signal is not None
 
-    def request(self, signum: int = signal.SIGINT) -> None:
-        """Ask the run to stop after its round, as a first signal does (for a caller that
-        learns of the stop another way: Flower's exit handlers)."""
+    def request(self, signum: int = signal.SIGINT, by: StopSignals | None = None) -> None:
+        """Ask the run to stop after its round, as a first signal does: from the StopSignals
+        ``by`` whose handler got the signal (it reports the stop), or from a caller that
+        learns of the stop another way (Flower's exit handlers)."""
         if self.signal is None:
-            self.signal = signum
+            self.signal, self.by = signum, by
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.signal is not None:  # the second one: stop now
             raise KeyboardInterrupt
         self.signal = signum
+        self.reached = list(_RUNNING)
+        for running in self.reached:
+            running.request(signum, by=self)
         print(self.notice, file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopSignals:
+        _RUNNING.add(self)
         if threading.current_thread() is threading.main_thread():
             for signum in STOP_SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        _RUNNING.discard(self)
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
