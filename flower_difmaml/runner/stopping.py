@@ -3,11 +3,11 @@
 While a run holds ``StopSignals``, the first SIGINT or SIGTERM only asks it to stop: the
 round loop finishes the round in flight, the run writes a checkpoint of it and raises
 :class:`RunStopped`, and the command stops with one line that gives the command that
-resumes it. A second signal stops at once (Python's ``KeyboardInterrupt``). Under
-``flwr run`` the ServerApp gets SIGINT from Flower when the run is stopped (``flwr stop``).
-Signal handlers can only be set in a process's main thread; elsewhere (a ServerApp that
-Flower's in-process simulation runs in a thread) nothing is installed and signals keep
-their old meaning.
+resumes it. A second signal stops at once (Python's ``KeyboardInterrupt``). Signal handlers
+can only be set in a process's main thread, so a signal reaches every StopSignals of the
+process: the in-process Flower engine holds one in the main thread and passes the signal to
+its ServerApp's run, a thread of Flower's simulation. Under ``flwr run`` Flower itself tells
+the ServerApp (``server_app``: a Flower exit handler calls ``request``).
 """
 
 from __future__ import annotations
