@@ -21,7 +21,7 @@ from typing import Any
 from ..config import ConfigError, RunConfig
 from ..flower.local_superlink import flwr_home, local_superlink_pids, stop_processes
 from ..runner.compare import compare, report
-from ..runner.experiment import set_up_run
+from ..runner.experiment import combined_by, set_up_run
 from ..runner.notices import config_warnings
 from ..runner.stopping import RunStopped, stopped_line
 from ..runner.vectorized import run_vectorized
@@ -174,7 +174,7 @@ def _check(config: RunConfig, num_agents: int) -> int:
     byzantine = f"Byzantine agents {sorted(setup.byzantine)} ({config.attack}); " if setup.byzantine else ""
     print(
         f"ok: {config.strategy} on {num_agents} agents, {config.task} tasks, {config.topology} graph with {setup.graph.number_of_edges()} "
-        f"edges (connected), {config.combination} weights, aggregation {config.aggregation}; {byzantine}"
+        f"edges (connected), {combined_by(config)}; {byzantine}"
         f"{config.num_rounds} rounds; {where}"
     )
     return 0

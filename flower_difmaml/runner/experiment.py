@@ -57,6 +57,20 @@ def matrix_rule(config: RunConfig) -> str:
     return config.combination
 
 
+def combined_by(config: RunConfig) -> str:
+    """How the run's agents combine, in words: the weight rule, the learned task graph, a
+    rule of the closed neighbourhood, the server's average, or not at all."""
+    if config.strategy == "non-coop":
+        return "no combination"
+    if config.strategy == "fedavg-maml":
+        return "the server's average"
+    if config.strategy == "learned-graph":
+        return "the learned task graph"
+    if config.aggregation != WEIGHTED:
+        return f"{config.aggregation} of the closed neighbourhood"
+    return f"{config.combination} weights"
+
+
 def build_network(config: RunConfig, num_agents: int) -> tuple[nx.Graph, sp.csc_array]:
     """The graph on ``num_agents`` agents and its combination matrix A (see ``matrix_rule``)."""
     graph = graph_of(config, num_agents)
@@ -161,10 +175,7 @@ def run_experiment(
     def save_on_stop(round_: int) -> None:  # a stop request: the round just ended is checkpointed
         save(round_, now=stop.requested())
 
-    weights = "the learned task graph" if config.strategy == "learned-graph" else config.combination
-    if config.aggregation != WEIGHTED:
-        weights = f"{config.aggregation} of the closed neighbourhood"
-    progress(f"flower-difmaml: {config.strategy} on {num_agents} agents ({config.topology}, {weights}), "
+    progress(f"flower-difmaml: {config.strategy} on {num_agents} agents ({config.topology}, {combined_by(config)}), "
              f"results in {run_dir}")
     if setup.byzantine:
         progress(f"flower-difmaml: Byzantine agents {sorted(setup.byzantine)} ({config.attack} attack, "
