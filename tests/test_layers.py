@@ -145,7 +145,7 @@ def test_no_cycle_between_parts() -> None:
 
 def test_importing_the_package_has_no_side_effect() -> None:
     """Every module (but the __main__ ones, which run the command) imported in a fresh process
-    leaves torch's thread count and the environment as they were (the process that needs a
+    leaves torch's thread count, the environment and pyplot (not imported) as they were (the process that needs a
     setting sets it where it starts). What the package imports from other packages is imported
     first: some of those set variables on import (flwr GRPC_*, scikit-learn KMP_DUPLICATE_LIB_OK)."""
     import json
@@ -164,8 +164,11 @@ def test_importing_the_package_has_no_side_effect() -> None:
         "threads, env = torch.get_num_threads(), dict(os.environ)\n"
         f"for name in {ours!r}:\n"
         "    importlib.import_module(name)\n"
-        "print(json.dumps([threads, torch.get_num_threads(), sorted(set(os.environ.items()) ^ set(env.items()))]))\n"
+        "import sys\n"
+        "print(json.dumps([threads, torch.get_num_threads(), sorted(set(os.environ.items()) ^ set(env.items())),\n"
+        "                  'matplotlib.pyplot' in sys.modules]))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
-    before, after, changed = json.loads(done.stdout.splitlines()[-1])
+    before, after, changed, pyplot = json.loads(done.stdout.splitlines()[-1])
     assert after == before and changed == []
+    assert not pyplot  # pyplot's global state (backend, open figures) is the user's: plots use matplotlib's Figure

@@ -109,18 +109,15 @@ def test_plots_show_the_setting_start_the_disagreement_at_round_1_and_tell_coinc
     assert [line.get_label() for line in mse.get_lines()] == ["full-mse-1", "full-mse-10", "own-mse-1 (= full-mse-1)", "own-mse-10"]
     assert len({line.get_marker() for line in mse.get_lines()}) == 4
     assert mse.get_title().endswith("fedavg-maml, 3 agents, ring graph, sinusoid, 20 rounds, seed 4")
-    for fig in figures.values():
-        plots.plt.close(fig)
 
 
 def test_log_axes_of_less_than_two_decades_have_plain_tick_labels() -> None:
     from flower_difmaml.runner import plots
 
-    fig, ax = plots.plt.subplots()
+    fig, ax = plots._subplots(figsize=(6, 4))
     ax.plot([0, 1], [0.6, 2.5])
     ax.set_yscale("log")
     plots._readable_log(ax)
     fig.canvas.draw()
     labels = [t.get_text() for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels() if t.get_text()]
-    plots.plt.close(fig)
     assert {"0.6", "1", "2"} <= set(labels) and not any("10^" in t or "times" in t or "e-" in t for t in labels), labels

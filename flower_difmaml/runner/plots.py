@@ -1,4 +1,8 @@
-"""Plots of one run and of a comparison, drawn from metrics.jsonl files (never from memory)."""
+"""Plots of one run and of a comparison, drawn from metrics.jsonl files (never from memory).
+
+matplotlib's object API (``Figure``), not pyplot: importing this module chooses no backend
+and leaves a user's pyplot state (a notebook's figures, its backend) as it was.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
-
-from .results import metric_names, read_metrics  # noqa: E402
+from .results import metric_names, read_metrics
 
 LOG_TOP = 1e30  # log axes show values clipped to this: a diverged run plateaus at the top
 ROUND_OFF = 1e-20  # a disagreement below this is float round-off: every agent holds one model
@@ -42,7 +44,7 @@ def _axis(metric: str) -> tuple[str, Callable[[list], np.ndarray]]:
     return ("linear", _values) if metric == "acc" else ("log", _log_values)
 
 
-def _readable_log(ax: plt.Axes) -> None:
+def _readable_log(ax: Axes) -> None:
     """Plain tick labels (0.6, 2, 4) on a log y axis of less than two decades, where matplotlib
     would write 6x10^-1 and 4x10^0: every minor tick labelled below 0.7 decades, those at
     2 and 5 x 10^k up to two; wider axes keep their powers of ten."""
@@ -106,7 +108,7 @@ def _round_off(values: list) -> bool:
     return bool(finite.size) and bool(finite.max() < ROUND_OFF)
 
 
-def _disagreement(ax: plt.Axes, rounds: Sequence[int], values: np.ndarray, label: str | None = None) -> Any:
+def _disagreement(ax: Axes, rounds: Sequence[int], values: np.ndarray, label: str | None = None) -> Any:
     """The disagreement from round 1 (round 0 is 0: every agent starts from one model), its
     true values; a series of round-off only says so in its label."""
     keep = np.asarray(rounds) >= 1
@@ -135,7 +137,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     for metric in metrics:
         scale, values = _axis(metric)
         last = _last_steps(evaluations[0], metric)
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = _subplots(figsize=(7, 4.5))
         keys = (f"full-{metric}-1", f"full-{metric}-{last}", f"own-{metric}-1", f"own-{metric}-{last}")
         series = {key: values([m[key] for m in evaluations]) for key in keys}
         for (key, mean), style, marker in zip(series.items(), ("-", "--", ":", "-."), MARKERS):
@@ -146,7 +148,7 @@ def plot_run(run_dir: Path) -> list[Path]:
         ax.legend()
         written.append(_save(fig, run_dir / f"{metric}.png"))
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _subplots(figsize=(7, 4.5))
     line = _disagreement(ax, rounds, _values([m["disagreement"] for m in evaluations]))
     ax.set(xlabel="round", ylabel="(1/N) sum ||w_k - mean w||^2", yscale="log", title=f"network disagreement\n{setting}")
     if line.get_label().endswith(ONE_MODEL):
@@ -158,7 +160,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     if not with_curves:
         return written
     scale, values = _axis(headline)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _subplots(figsize=(7, 4.5))
     last = with_curves[-1]
     series = {key.removesuffix("-curve"): values(last[key]) for key in (f"full-{headline}-curve", f"own-{headline}-curve")}
     for (key, mean), marker in zip(series.items(), MARKERS):
@@ -171,7 +173,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     return written
 
 
-def _interval(ax: plt.Axes, x: Sequence, mean: np.ndarray, half: Sequence, line: Any, scale: str, alpha: float = 0.15) -> None:
+def _interval(ax: Axes, x: Sequence, mean: np.ndarray, half: Sequence, line: Any, scale: str, alpha: float = 0.15) -> None:
     """Shade mean ± the half-widths ``half`` (a 95 % interval, or a std; None or missing: no shade there)."""
     if len(half) != len(mean) or all(h is None for h in half):
         return
@@ -180,16 +182,22 @@ def _interval(ax: plt.Axes, x: Sequence, mean: np.ndarray, half: Sequence, line:
     ax.fill_between(list(x), low, mean + half, color=line.get_color(), alpha=alpha)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _subplots(*grid: int, figsize: tuple[float, float]) -> tuple[Figure, Any]:
+    """A figure and its axes, without pyplot: no backend chosen, no global state (a PNG is
+    drawn by matplotlib's Agg canvas when saved)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid)
+
+
+def _save(fig: Figure, path: Path) -> Path:
     for ax in fig.axes:
         _readable_log(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
-def _band(ax: plt.Axes, runs: list[list[dict]], key: str, label: str, values: Callable[[list], np.ndarray] = _log_values,
+def _band(ax: Axes, runs: list[list[dict]], key: str, label: str, values: Callable[[list], np.ndarray] = _log_values,
           first_round: int = 0) -> None:
     """Mean ± std over seeds of ``key`` at the rounds (from ``first_round``) every run
     evaluated (one seed: ± its 95 % interval over tasks, where the run has one). A
@@ -222,7 +230,7 @@ def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[
     spread = "mean ± std over seeds" if len(seeds) > 1 else "± 95 % interval over tasks"
     at_end = "mean ± std over seeds" if len(seeds) > 1 else f"seed {seeds[0]}" if seeds else "one seed"
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = _subplots(1, 2, figsize=(12, 4.5))
     for ax, key in zip(axes, (f"full-{headline}-1", f"own-{headline}-1")):
         for strategy, runs in metrics.items():
             _band(ax, runs, key, strategy, values)
@@ -231,7 +239,7 @@ def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[
     fig.suptitle(setting)
     written.append(_save(fig, folder / f"{headline}_vs_round.png"))
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = _subplots(1, 2, figsize=(12, 4.5))
     for ax, key in zip(axes, (f"full-{headline}-curve", f"own-{headline}-curve")):
         for (strategy, runs), marker in zip(metrics.items(), MARKERS * 3):
             curves = np.array([values([m for m in run if key in m][-1][key]) for run in runs])
@@ -244,7 +252,7 @@ def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[
     fig.suptitle(setting)
     written.append(_save(fig, folder / f"{headline}_vs_steps.png"))
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _subplots(figsize=(7, 4.5))
     for strategy, runs in metrics.items():
         _band(ax, runs, "disagreement", strategy, first_round=1)
     ax.set(xlabel="round", ylabel="(1/N) sum ||w_k - mean w||^2", yscale="log", title=f"network disagreement\n{setting}")
@@ -266,7 +274,7 @@ def plot_graph(run_dir: Path, path: Path) -> Path:
     graph.add_nodes_from(range(config["num-agents"]))
     graph.add_edges_from(tuple(e) for e in config["edges"])
     pos = nx.spring_layout(graph, seed=0)
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig, ax = _subplots(figsize=(7, 6))
     nodes = nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=weights.diagonal()[list(graph.nodes)], cmap="viridis",
                                    edgecolors="black")
     nx.draw_networkx_edges(graph, pos, ax=ax, edge_color="grey")
