@@ -61,7 +61,7 @@ def main(grid: Grid, context: Context) -> None:
             stop=stop,
         )
     except RunStopped as stopped:  # the line is logged, and kept in the run folder: a stopped run's log stream is closed
-        if stop.by not in (None, stop):  # the in-process engine got the signal: it reports the stop
+        if stop.by is not None:  # the in-process engine got the signal: it reports the stop
             return
         command = f'flwr run . --stream --federation-config "num-supernodes={len(nodes)}"'
         line = stopped_line(stopped, command)

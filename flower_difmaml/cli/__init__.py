@@ -169,7 +169,7 @@ def _check(config: RunConfig, num_agents: int) -> int:
     for line in config_warnings(config, num_agents):
         print(line)
     where = f"resumes {setup.run_dir} after round {setup.checkpoint.round}" if setup.checkpoint else f"writes {setup.run_dir}"
-    if not setup.checkpoint and setup.run_dir.exists():
+    if setup.reruns_killed_run:
         where += " (it holds a run killed before its first checkpoint: run again from round 0)"
     byzantine = f"Byzantine agents {sorted(setup.byzantine)} ({config.attack}); " if setup.byzantine else ""
     print(

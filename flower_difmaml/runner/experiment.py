@@ -45,6 +45,12 @@ class RunSetup:
     checkpoint: Checkpoint | None
     byzantine: frozenset[int]
 
+    @property
+    def reruns_killed_run(self) -> bool:
+        """Whether the run goes into a folder whose run was killed before its first checkpoint
+        (``resolve_run_dir`` let it through: nothing to resume, its files are moved aside)."""
+        return self.checkpoint is None and self.run_dir.exists()
+
 
 def matrix_rule(config: RunConfig) -> str:
     """The rule that makes A: identity for non-coop; for the aggregations that weigh the closed
@@ -147,7 +153,7 @@ def run_experiment(
     for line in config_warnings(config, num_agents, extra.get("engine"), extra.get("num-nodes", 0)):
         progress(line)
     agents = make_agents(learner)
-    if not checkpoint and run_dir.exists():
+    if setup.reruns_killed_run:
         progress(f"flower-difmaml: {run_dir} holds a run killed before its first checkpoint (nothing to resume); "
                  "it is run again from round 0 in that folder (the old files go to its killed-<UTC time>/)")
     recorder = RunRecorder(

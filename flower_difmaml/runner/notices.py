@@ -9,7 +9,6 @@ sets ``participation=0.5`` with ``dif-maml`` learns that it changed nothing. A F
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ..config import RunConfig
@@ -41,23 +40,24 @@ TOPOLOGY_KEYS = {
 ENGINE_KEYS = {"reply-timeout": ("flower",)}
 
 
-def _conditions(config: RunConfig) -> dict[str, tuple[Callable[[RunConfig], bool], str]]:
-    """key -> (whether the run reads it, with what it is read): keys that depend on other keys. A
-    strategy of yours or Flower's may read any strategy key."""
+def _conditions(config: RunConfig) -> dict[str, tuple[bool, str]]:
+    """key -> (whether the run reads it, with what it is read): keys that depend on other keys.
+    A strategy of yours or Flower's may read any strategy key."""
     other = config.strategy not in BUILT_IN
-    dif_maml = lambda aggregation: lambda c: other or (c.strategy == "dif-maml" and c.aggregation == aggregation)  # noqa: E731
-    byzantine = lambda c: bool(c.byzantine or c.byzantine_fraction)  # noqa: E731
+    dif_maml = {aggregation: other or (config.strategy == "dif-maml" and config.aggregation == aggregation)
+                for aggregation in (WEIGHTED, "trimmed-mean", RESILIENT)}
+    byzantine = bool(config.byzantine or config.byzantine_fraction)
     return {
-        "combination": (dif_maml(WEIGHTED), "strategy 'dif-maml' and aggregation 'weighted', or a strategy of yours"),
-        "trim": (dif_maml("trimmed-mean"), "strategy 'dif-maml' and aggregation 'trimmed-mean'"),
-        "resilient-gamma": (dif_maml(RESILIENT), "strategy 'dif-maml' and aggregation 'resilient'"),
-        "resilient-score": (dif_maml(RESILIENT), "strategy 'dif-maml' and aggregation 'resilient'"),
+        "combination": (dif_maml[WEIGHTED], "strategy 'dif-maml' and aggregation 'weighted', or a strategy of yours"),
+        "trim": (dif_maml["trimmed-mean"], "strategy 'dif-maml' and aggregation 'trimmed-mean'"),
+        "resilient-gamma": (dif_maml[RESILIENT], "strategy 'dif-maml' and aggregation 'resilient'"),
+        "resilient-score": (dif_maml[RESILIENT], "strategy 'dif-maml' and aggregation 'resilient'"),
         "attack": (byzantine, "Byzantine agents (key byzantine or byzantine-fraction)"),
         "attack-scale": (byzantine, "Byzantine agents (key byzantine or byzantine-fraction)"),
-        "graph-threshold": (lambda c: other or (c.graph_form == "laplacian" and not c.graph_laplacian),
+        "graph-threshold": (other or (config.graph_form == "laplacian" and not config.graph_laplacian),
                             "graph-form 'laplacian' and a learned graph (no graph-laplacian)"),
-        "graph-step": (lambda c: other or c.graph_eta == 0, "graph-eta = 0"),
-        "clusters": (lambda c: _heterogeneity(c) == "clusters", "heterogeneity 'clusters'"),
+        "graph-step": (other or config.graph_eta == 0, "graph-eta = 0"),
+        "clusters": (_heterogeneity(config) == "clusters", "heterogeneity 'clusters'"),
     }
 
 
@@ -87,7 +87,7 @@ def unused_keys(config: RunConfig, engine: str | None = None) -> dict[str, str]:
             out[key] = f"read only by the {' or '.join(ENGINE_KEYS[key])} engine, not the {engine} one"
         elif key in task_keys and hasattr(family, "KEYS") and key not in family.KEYS:
             out[key] = f"task {config.task!r} does not read it"
-        elif key in conditions and not conditions[key][0](config):
+        elif key in conditions and not conditions[key][0]:
             out[key] = f"read only with {conditions[key][1]}"
     return out
 

@@ -224,7 +224,8 @@ def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[
     first = next(m for runs in metrics.values() for m in runs[0] if "disagreement" in m)
     headline = metric_names(first)[0]
     scale, values = _axis(headline)
-    configs = [json.loads(p.read_text()) for p in sorted((folder / "runs").glob("*/config.json"))]
+    paths = sorted((folder / "runs").glob("*/config.json"))
+    configs = [json.loads(path.read_text()) for path in paths]
     seeds = sorted({c["seed"] for c in configs})
     setting = _setting(configs[0], seeds, strategy=False) if configs else folder.name
     spread = "mean ± std over seeds" if len(seeds) > 1 else "± 95 % interval over tasks"
@@ -259,9 +260,8 @@ def plot_comparison(folder: Path, metrics: dict[str, list[list[dict]]]) -> list[
     ax.legend()
     written.append(_save(fig, folder / "disagreement.png"))
 
-    runs = sorted((folder / "runs").glob("*/config.json"))
-    diffusion = [p for p in runs if json.loads(p.read_text())["strategy"] == "dif-maml"]
-    written.append(plot_graph((diffusion or runs)[0].parent, folder / "graph.png"))
+    diffusion = [path for path, config in zip(paths, configs) if config["strategy"] == "dif-maml"]
+    written.append(plot_graph((diffusion or paths)[0].parent, folder / "graph.png"))
     return written
 
 
