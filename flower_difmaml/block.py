@@ -172,7 +172,7 @@ class AgentBlock:
         self.agents_per_call = max(1, min(TRAIN_AGENTS_PER_CHUNK, learner.train_chunk // learner.config.tasks_per_agent))
         step = vmap(learner.meta_step)
         self._step = torch.compile(step) if learner.config.compile else step  # key compile
-        self._eval_batches: dict[int, dict[str, TaskBatch]] = {}  # tasks per agent -> source -> batch
+        self._eval_batches: dict[tuple[int, bool], dict[str, TaskBatch]] = {}  # (tasks, final) -> source -> batch
 
     def step(
         self, params: dict[str, torch.Tensor], state: dict[str, torch.Tensor], batch: TaskBatch
@@ -269,13 +269,15 @@ class AgentBlock:
             out.models[k], out.running_losses[k] = model, self.running_losses[k]
         return out
 
-    def evaluation_batches(self, num_tasks: int = 0) -> dict[str, TaskBatch]:
+    def evaluation_batches(self, num_tasks: int = 0, final: bool = False) -> dict[str, TaskBatch]:
         """The block's agents' fixed evaluation tasks, ``num_tasks`` per agent (default
-        ``eval-tasks``), stacked in block order (drawn once per count)."""
+        ``eval-tasks``), stacked in block order (drawn once per count); ``final``: the last
+        round's, with the meta-test tasks of a family with a validation split."""
         num_tasks = num_tasks or self.learner.config.eval_tasks
-        if num_tasks not in self._eval_batches:
-            self._eval_batches[num_tasks] = self.learner.evaluation_batches(self.agents, num_tasks)
-        return self._eval_batches[num_tasks]
+        final = final and self.learner.has_validation  # else the final tasks are the same ones
+        if (num_tasks, final) not in self._eval_batches:
+            self._eval_batches[num_tasks, final] = self.learner.evaluation_batches(self.agents, num_tasks, final)
+        return self._eval_batches[num_tasks, final]
 
     def evaluate(self, request: EvaluateRequest) -> EvaluateReplies:
         self._check(request.models)
@@ -284,7 +286,8 @@ class AgentBlock:
         rows = [self._row[k] for k in agents]
         params = self.learner.layout.params(asked.rows)
         out = EvaluateReplies({})
-        for source, batch in self.evaluation_batches(request.tasks).items():
+        final = request.round >= self.learner.config.num_rounds  # the run's last evaluation
+        for source, batch in self.evaluation_batches(request.tasks, final).items():
             batch = TaskBatch(*(t[rows] for t in batch)) if len(rows) < len(self.agents) else batch
             for name, values in self.learner.evaluation_per_task(params, batch, request.steps).items():
                 values = values.to(torch.float64)  # (agents, tasks, steps)

@@ -82,6 +82,8 @@ class RunConfig:
     filters: int = field(default=64, **_range(1))
     rotations: bool = True
     data_dir: str = "~/flower-difmaml-data"
+    image_size: int = field(default=0, **_range(0))  # miniimagenet, image-folder: resize to this (0: as found; 84)
+    channels: int = field(default=0, **_range(0, 3))  # image-folder: 1 grey, 3 colour, 0 the first image's
     download: bool = False
     split_seed: int = field(default=1, **_range(0))
     meta_train_characters: int = field(default=1200, **_range(1))

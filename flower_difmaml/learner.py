@@ -31,6 +31,7 @@ from .tasks.base import eval_tasks_of, heterogeneity_of, numpy_dtype
 
 EVAL_ROUND = 0  # evaluation tasks are the same at every evaluation
 SOURCES = ("full", "own")  # evaluation tasks from the full distribution, and from the agent's own
+TEST_SOURCES = ("test-full", "test-own")  # the final evaluation's meta-test tasks, where there is a validation split
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,27 @@ class MetaLearner:
         """What an evaluation returns per agent: ``<full|own>-<metric>``, e.g. ``full-mse``."""
         return tuple(f"{source}-{name}" for source in SOURCES for name in self.family.metric_names)
 
+    @property
+    def has_validation(self) -> bool:
+        """Whether the family has meta-validation classes (``sample_evaluation`` draws from
+        them, ``sample_test`` from the meta-test classes)."""
+        return bool(getattr(self.family, "has_validation", False))
+
+    @property
+    def final_keys(self) -> tuple[str, ...]:
+        """What the final evaluation returns beyond ``evaluation_keys``: with a validation split,
+        ``test-<full|own>-<metric>`` on the meta-test classes; else nothing."""
+        if not self.has_validation:
+            return ()
+        return tuple(f"{source}-{name}" for source in TEST_SOURCES for name in self.family.metric_names)
+
+    @property
+    def evaluation_classes(self) -> dict[str, str]:
+        """Which classes each source's tasks come from (for metrics.jsonl and summary.json)."""
+        evaluated = getattr(self.family, "evaluation_classes", None)
+        classes = {source: evaluated for source in SOURCES} if evaluated else {}
+        return {**classes, **({source: "meta-test" for source in TEST_SOURCES} if self.has_validation else {})}
+
     def draw_key(self, round_: int, stream: Stream) -> DrawKey:
         return DrawKey(self.config.seed, round_, stream, self.device)
 
@@ -260,16 +282,19 @@ class MetaLearner:
         mean and 95 % interval are over at least that many)."""
         return max(self.config.eval_tasks, math.ceil(self.config.final_eval_tasks / self.num_agents))
 
-    def evaluation_batches(self, agents: Sequence[int], num_tasks: int = 0) -> dict[str, TaskBatch]:
+    def evaluation_batches(self, agents: Sequence[int], num_tasks: int = 0, final: bool = False) -> dict[str, TaskBatch]:
         """The evaluation tasks of each of ``agents`` (the same at every evaluation), from the
         full distribution and from its own: stacked batches, leading dims (agents, tasks);
-        ``num_tasks`` per agent (default ``eval-tasks``)."""
-        draws = zip(SOURCES, (Stream.EVAL_FULL, Stream.EVAL_OWN), (False, True))
+        ``num_tasks`` per agent (default ``eval-tasks``). ``final`` with a validation split: the
+        meta-test tasks too (sources ``test-full``, ``test-own``)."""
+        streams, owns = (Stream.EVAL_FULL, Stream.EVAL_OWN), (False, True)
+        draws = [(source, self.family.sample_evaluation, stream, own) for source, stream, own in zip(SOURCES, streams, owns)]
+        if final and self.has_validation:
+            draws += [(source, self.family.sample_test, stream, own) for source, stream, own in zip(TEST_SOURCES, streams, owns)]
         num_tasks = num_tasks or self.config.eval_tasks
         return {
-            source: self.family.sample_evaluation(self.draw_key(EVAL_ROUND, stream), num_tasks, agents, own)
-            .to(self.device)
-            for source, stream, own in draws
+            source: draw(self.draw_key(EVAL_ROUND, stream), num_tasks, agents, own).to(self.device)
+            for source, draw, stream, own in draws
         }
 
     @cached_property

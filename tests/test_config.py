@@ -41,7 +41,7 @@ def test_from_mapping_round_trips() -> None:
         ({"num-rounds": 2.5}, "num-rounds: 2.5 is not an integer"),
         ({"eval-every": -1}, "eval-every: -1 out of range"),
         ({"seed": "zero"}, "seed: 'zero' is not an integer"),
-        ({"task": "mnist"}, "task: unknown 'mnist'; allowed: sinusoid, digits, omniglot, linear-regression, or 'package.module:ClassName'"),
+        ({"task": "mnist"}, "task: unknown 'mnist'; allowed: sinusoid, digits, omniglot, linear-regression, miniimagenet, image-folder, or 'package.module:ClassName'"),
         ({"task": "no_such_module:Tasks"}, "task: cannot import 'no_such_module' \\(ModuleNotFoundError"),
         ({"task": "flower_difmaml.models:MLP"}, "task: 'flower_difmaml.models:MLP' lacks HETEROGENEITY"),
         ({"task": "digits", "heterogeneity": "phase"}, "heterogeneity: unknown 'phase'; allowed: auto, none, classes"),
@@ -59,7 +59,7 @@ def test_from_mapping_round_trips() -> None:
         ({"meta-lr": 0}, "meta-lr: 0 out of range; allowed: > 0.0"),
         ({"participation": 1.2}, r"participation: 1.2 out of range; allowed: \(0.0, 1.0\]"),
         ({"run-name": "a/b"}, "run-name: 'a/b' must be a plain folder name"),
-        ({"inner_lr": 0.1}, r"inner_lr: unknown key \(did you mean 'inner-lr'\?\); allowed: aggregation, attack, attack-scale, byzantine, byzantine-fraction, checkpoint-every,"),
+        ({"inner_lr": 0.1}, r"inner_lr: unknown key \(did you mean 'inner-lr'\?\); allowed: aggregation, attack, attack-scale, byzantine, byzantine-fraction, channels, checkpoint-every,"),
         ({"inner-lrr": 0.1}, r"inner-lrr: unknown key \(did you mean 'inner-lr'\?\); allowed: aggregation,"),
         ({"colour": "red"}, "colour: unknown key; allowed: aggregation,"),  # nothing near: no suggestion
         ({"meta-optimizer": "adamw"}, r"meta-optimizer: unknown 'adamw' \(did you mean 'adam'\?\); allowed: sgd, adam"),

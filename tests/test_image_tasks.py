@@ -137,7 +137,7 @@ def test_download_without_torchvision_is_a_config_error(tmp_path: Path, monkeypa
 def test_from_config_expands_the_home_directory(omniglot_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(omniglot_dir.parent))
     family = OmniglotTasks.from_config(config(data_dir=f"~/{omniglot_dir.name}"), 2)
-    assert family.data.images is load_omniglot(omniglot_dir)[0]
+    assert np.shares_memory(family.data.images, load_omniglot(omniglot_dir)[0].numpy())  # a view, not a copy
     train, test = omniglot_split(CHARACTERS, 11, 1)
     assert (family.data.train, family.data.test) == (train, test)
 
@@ -156,11 +156,11 @@ def test_rotations_give_four_classes_per_character_rotated(omniglot_dir: Path) -
     batch = agent_tasks(family.sample, 1, None, seed=3)
     rng = keyed_generator(3, 0, 0, Stream.TRAIN)
     chosen = rng.choice(family.classes("train", None), 5, replace=False)
-    images = family.data.images
     for i, c in enumerate(chosen):
         support, query = rng.choice(EXAMPLES, 2, replace=False)
         for x, example in ((batch.x_support, support), (batch.x_query, query)):
-            assert torch.equal(x[0, i, 0], torch.rot90(images[c // 4, example], int(c % 4), dims=(-2, -1)))
+            expected = family.data.class_images(c // 4)[example, 0]
+            assert torch.equal(x[0, i, 0], torch.rot90(expected, int(c % 4), dims=(-2, -1)))
     assert {int(c % 4) for c in chosen} != {0}  # seed 3 draws rotated classes
 
 
@@ -174,7 +174,7 @@ def test_alphabet_heterogeneity_gives_each_agent_its_alphabets(omniglot_dir: Pat
             assert own == [c for c in characters if alphabets.index(GROUPS[c]) % 2 == k] and own
             assert len(family.classes(split, k)) == 4 * len(own)
             # Every drawn image is an example of one of the agent's characters, rotated.
-            own_images = family.data.images[own].reshape(-1, 28 * 28)
+            own_images = torch.cat([family.data.class_images(b) for b in own]).reshape(-1, 28 * 28)
             batch = agent_tasks(draws[split], 4, k, seed=k)
             for x in torch.cat([batch.x_support, batch.x_query], dim=1).reshape(-1, 28, 28):
                 assert any((torch.rot90(x, -r, dims=(-2, -1)).reshape(1, -1) == own_images).all(1).any()
@@ -184,7 +184,7 @@ def test_alphabet_heterogeneity_gives_each_agent_its_alphabets(omniglot_dir: Pat
 
 def synthetic(train: tuple[int, ...], test: tuple[int, ...] = (5, 6, 7)) -> ImageClasses:
     count = max(train + test) + 1
-    return ImageClasses(torch.rand(count, 4, 8, 8), tuple(range(count)), train, test)
+    return ImageClasses.uniform(torch.rand(count, 4, 8, 8), range(count), train, test)
 
 
 def test_classes_windows_by_hand() -> None:
@@ -262,7 +262,7 @@ def test_shapes_labels_and_distinct_support_and_query(omniglot_dir: Path) -> Non
                                       batch.x_query[t][batch.y_query[t] == label]]).flatten(1)
                 assert len(torch.unique(examples, dim=0)) == 8  # 3 + 5 distinct examples
     # Evaluation tasks draw from the meta-test characters only.
-    test_images = family.data.images[list(family.data.test)].reshape(-1, 28 * 28)
+    test_images = torch.cat([family.data.class_images(b) for b in family.data.test]).reshape(-1, 28 * 28)
     batch = agent_tasks(family.sample_evaluation, 2, None, seed=1)
     for x in batch.x_support.reshape(-1, 28, 28):
         assert any((torch.rot90(x, -r, dims=(-2, -1)).reshape(1, -1) == test_images).all(1).any() for r in range(4))
@@ -290,7 +290,8 @@ def test_float64_model_batch_and_metrics(omniglot_dir: Path) -> None:
 def test_digits_classes_and_split() -> None:
     data = load_digits_classes()
     assert data is load_digits_classes()
-    assert data.images.shape == (10, 174, 28, 28) and data.images.min() >= 0 and data.images.max() <= 1
+    assert data.images.shape == (1740, 1, 28, 28) and data.counts == (174,) * 10
+    assert data.images.min() >= 0 and data.images.max() <= 1
     assert data.test == META_TEST_DIGITS == (7, 8, 9) and data.train == (0, 1, 2, 3, 4, 5, 6)
     family = DigitsTasks.from_config(config(n_way=5, rotations=True), 3)
     train, test = family.classes("train", None), family.classes("test", None)

@@ -163,6 +163,7 @@ def run_experiment(
             "num-agents": num_agents,
             "edges": [list(e) for e in setup.graph.edges],
             **combination_report(setup.combination),
+            **({"evaluation-classes": learner.evaluation_classes} if learner.evaluation_classes else {}),
             **extra,
         },
         resume_round=checkpoint.round if checkpoint else None,
@@ -183,6 +184,8 @@ def run_experiment(
 
     progress(f"flower-difmaml: {config.strategy} on {num_agents} agents ({config.topology}, {combined_by(config)}), "
              f"results in {run_dir}")
+    if source := getattr(learner.family, "source", ""):
+        progress(f"flower-difmaml: {config.task} data: {source}")
     if setup.byzantine:
         progress(f"flower-difmaml: Byzantine agents {sorted(setup.byzantine)} ({config.attack} attack, "
                  f"scale {config.attack_scale}); metrics are over the other agents")
@@ -199,7 +202,8 @@ def run_experiment(
                 start_round=checkpoint.round + 1 if checkpoint else 0, checkpoint=save_on_stop, stop=stop.requested,
                 byzantine=setup.byzantine, reported_steps=learner.reported_steps, curve_steps=learner.curve_steps,
                 headline=learner.family.metric_names[0], progress=progress, evaluation_keys=learner.evaluation_keys,
-                eval_tasks=(learner.config.eval_tasks, learner.final_tasks()),
+                eval_tasks=(learner.config.eval_tasks, learner.final_tasks()), final_keys=learner.final_keys,
+                evaluation_classes=learner.evaluation_classes,
             )
         except RunStopped as stopped:
             recorder.close()

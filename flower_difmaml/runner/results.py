@@ -21,7 +21,7 @@ from .files import atomic_write_json, atomic_write_text
 
 # what ``final`` keeps of the last evaluation: "<full|own>-<metric>-<steps>" (also "byzantine-..."),
 # disagreement, and the truth metrics of a family that knows the true models (linear-regression)
-FINAL_KEY = re.compile(r"^(byzantine-)?(full|own)-[a-z]+-\d+(-ci95)?$|^disagreement$|^msd(-db)?$|^laplacian-error$")
+FINAL_KEY = re.compile(r"^(byzantine-)?(test-)?(full|own)-[a-z]+-\d+(-ci95)?$|^disagreement$|^msd(-db)?$|^laplacian-error$")
 Z95 = 1.959963984540054  # the normal distribution's 97.5 % quantile: mean ± Z95 * standard error
 
 
@@ -126,7 +126,7 @@ def evaluation_metrics(
             out[f"{name}-curve"] = [float(v) for v in answered.mean(axis=0)]
             if spread is not None:
                 out[f"{name}-curve-ci95"] = [interval95(spread[:, j], num_tasks) for j in range(len(steps))]
-        out[f"{name.split('-')[0]}-evaluated"] = len(answered)
+        out[f"{name.rsplit('-', 1)[0]}-evaluated"] = len(answered)
     if num_tasks:
         out["tasks-per-agent"] = num_tasks
     kept = models[normal].astype(np.float64)

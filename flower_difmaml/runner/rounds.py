@@ -146,6 +146,8 @@ def run_rounds(
     groups: Sequence[int] | None = None,
     evaluation_keys: Sequence[str] = ("full-mse", "own-mse"),
     eval_tasks: tuple[int, int] = (100, 600),
+    final_keys: Sequence[str] = (),
+    evaluation_classes: Mapping[str, str] | None = None,
 ) -> None:
     """Round 0 evaluates the initial models; rounds 1..R train, and evaluate every
     ``eval_every`` rounds (after ``reported_steps`` adaptation steps) and at the end (after
@@ -161,7 +163,10 @@ def run_rounds(
     (``msd``, ...) to every evaluation. ``groups`` (agents' groups, heterogeneity
     ``clusters``) adds the share of kept links inside the group to an agent-side combination.
     ``evaluation_keys`` are what an evaluation reports per agent (``<full|own>-<metric>``),
-    on ``eval_tasks`` tasks per agent and source: (every evaluation, the last one).
+    on ``eval_tasks`` tasks per agent and source: (every evaluation, the last one); the last
+    one reports ``final_keys`` too (``test-full-acc``, ...: a family's meta-test classes where
+    the others are its meta-validation ones). ``evaluation_classes`` (source -> classes) goes
+    into every evaluation line as ``classes``.
     """
     start = time.perf_counter()
     size, dtype = strategy.current_models().shape[1], strategy.current_models().dtype
@@ -171,10 +176,12 @@ def run_rounds(
     def evaluate(round_: int, steps: Sequence[int], tasks: int) -> dict:
         models = strategy.current_models()
         replies = agents.evaluate(EvaluateRequest(round_, AgentModels(np.arange(len(models)), models), tuple(steps), tasks))
-        curves = evaluation_arrays(replies.metrics, evaluation_keys, len(models), len(steps))
-        sd = evaluation_arrays(replies.sd, evaluation_keys, len(models), len(steps))
+        keys = (*evaluation_keys, *(final_keys if round_ == num_rounds else ()))
+        curves = evaluation_arrays(replies.metrics, keys, len(models), len(steps))
+        sd = evaluation_arrays(replies.sd, keys, len(models), len(steps))
         metrics = evaluation_metrics(curves, steps, reported_steps, models, byzantine, sd, tasks)
-        return {**metrics, **(truth(models) if truth else {})}
+        classes = {"classes": {s: c for s, c in evaluation_classes.items() if any(k.startswith(f"{s}-") for k in keys)}}
+        return {**metrics, **(truth(models) if truth else {}), **(classes if evaluation_classes else {})}
 
     def warn(round_: int, failed: dict[int, str]) -> None:
         for agent, reason in sorted(failed.items()):

@@ -16,6 +16,8 @@ BUILT_IN = {  # imported when used: torchvision and scikit-learn only where an i
     "digits": "flower_difmaml.tasks.digits:DigitsTasks",
     "omniglot": "flower_difmaml.tasks.omniglot:OmniglotTasks",
     "linear-regression": "flower_difmaml.tasks.linear_regression:LinearRegressionTasks",
+    "miniimagenet": "flower_difmaml.tasks.miniimagenet:MiniImageNetTasks",
+    "image-folder": "flower_difmaml.tasks.image_folder:ImageFolderTasks",
 }
 
 __all__ = ["BUILT_IN", "TaskFamily", "check_task", "family_class"]

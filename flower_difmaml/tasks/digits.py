@@ -21,7 +21,7 @@ META_TEST_DIGITS = (7, 8, 9)
 
 @functools.lru_cache(maxsize=None)
 def load_digits_classes(image_size: int = 28) -> ImageClasses:
-    """The digits as ImageClasses: images (10, E, image_size, image_size) in [0, 1], base class = digit.
+    """The digits as ImageClasses: E images of each digit, image_size x image_size, in [0, 1].
 
     The first E examples of each digit of ``sklearn.datasets.load_digits()`` (values 0..16),
     divided by 16 and upsampled bilinearly (align_corners=False). Cached per process.
@@ -34,11 +34,12 @@ def load_digits_classes(image_size: int = 28) -> ImageClasses:
     stacked = np.stack([images[target == d][:examples] for d in range(10)]) / 16.0  # (10, E, 8, 8)
     small = torch.as_tensor(stacked, dtype=torch.float32).reshape(10 * examples, 1, 8, 8)
     large = F.interpolate(small, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    return ImageClasses(
-        images=large.reshape(10, examples, image_size, image_size).clamp(0.0, 1.0),
-        groups=tuple(range(10)),
-        train=tuple(d for d in range(10) if d not in META_TEST_DIGITS),
+    return ImageClasses.uniform(
+        large.reshape(10, examples, image_size, image_size).clamp(0.0, 1.0),
+        groups=range(10),
+        train=[d for d in range(10) if d not in META_TEST_DIGITS],
         test=META_TEST_DIGITS,
+        names=[f"digit {d}" for d in range(10)],
     )
 
 

@@ -149,4 +149,4 @@ class OmniglotTasks(FewShotImages):
         """Built from keys data-dir, download, split-seed, meta-train-characters and those of digits."""
         images, groups = load_omniglot(Path(config.data_dir).expanduser(), download=config.download)
         train, test = omniglot_split(len(groups), config.meta_train_characters, config.split_seed)
-        return cls.from_data(ImageClasses(images=images, groups=groups, train=train, test=test), config, num_agents)
+        return cls.from_data(ImageClasses.uniform(images, groups, train, test), config, num_agents)
