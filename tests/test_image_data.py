@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from flower_difmaml.cli import run_in_flower
 from flower_difmaml.config import RunConfig
 from flower_difmaml.errors import ConfigError
 from flower_difmaml.learner import MetaLearner
@@ -34,7 +35,7 @@ def pixel_image(rng: np.random.Generator, size: int, mode: str) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
 
 
-def class_folders(root: Path, size: int = 12, mode: str = "RGB", splits: dict[str, int] = SPLITS,
+def class_folders(root: Path, size: int = 16, mode: str = "RGB", splits: dict[str, int] = SPLITS,
                   per_class: int = PER_CLASS, suffix: str = ".png") -> Path:
     """Layout (b): ``root/<split>/c<i>/<j><suffix>``, every image distinct noise."""
     rng = np.random.default_rng(0)
@@ -96,7 +97,7 @@ def test_image_folder_splits_are_disjoint_and_complete(tmp_path: Path) -> None:
     assert found == f"class folders in {root}"
     assert (len(data.train), len(data.val), len(data.test)) == (6, 3, 3)
     assert sorted(data.train + data.val + data.test) == list(range(12))
-    assert data.counts == (PER_CLASS,) * 12 and data.images.shape == (60, 3, 12, 12)
+    assert data.counts == (PER_CLASS,) * 12 and data.images.shape == (60, 3, 16, 16)
     assert all(data.names[b].startswith(split) for split, bases in
                (("train", data.train), ("val", data.val), ("test", data.test)) for b in bases)
     # Each class's images are its folder's files, decoded (uint8 / 255).
@@ -134,15 +135,15 @@ def test_the_three_layouts_hold_the_same_images_for_the_same_pixels(tmp_path: Pa
 def test_tasks_have_n_way_classes_of_shots_plus_queries_images(tmp_path: Path) -> None:
     tasks = family("image-folder", data_dir=str(class_folders(tmp_path / "d")), n_way=3, shots=2, queries=3)
     data = tasks.data
-    pool = {split: torch.cat([data.class_images(b) for b in bases]).reshape(-1, 3 * 12 * 12)
+    pool = {split: torch.cat([data.class_images(b) for b in bases]).reshape(-1, 3 * 16 * 16)
             for split, bases in (("train", data.train), ("val", data.val), ("test", data.test))}
     for draw, split in ((tasks.sample, "train"), (tasks.sample_evaluation, "val"), (tasks.sample_test, "test")):
         batch = agent_tasks(draw, 4, None if draw is tasks.sample else 0, seed=3)
-        assert batch.x_support.shape == (4, 6, 3, 12, 12) and batch.x_query.shape == (4, 9, 3, 12, 12)
+        assert batch.x_support.shape == (4, 6, 3, 16, 16) and batch.x_query.shape == (4, 9, 3, 16, 16)
         for t in range(4):
             assert torch.bincount(batch.y_support[t]).tolist() == [2] * 3
             assert torch.bincount(batch.y_query[t]).tolist() == [3] * 3
-            images = torch.cat([batch.x_support[t], batch.x_query[t]]).reshape(-1, 3 * 12 * 12)
+            images = torch.cat([batch.x_support[t], batch.x_query[t]]).reshape(-1, 3 * 16 * 16)
             assert len(torch.unique(images, dim=0)) == 15  # 3 classes x (2 + 3) distinct images
             # every image comes from the split's classes (val: evaluation rounds, test: the final one)
             assert all((image == pool[split]).all(1).any() for image in images)
@@ -183,7 +184,7 @@ def test_two_processes_map_the_same_cache_file(tmp_path: Path) -> None:
 def test_a_changed_dataset_is_decoded_again(tmp_path: Path) -> None:
     root = class_folders(tmp_path / "d")
     load_image_folder(root, 8, 0)
-    pixel_image(np.random.default_rng(9), 12, "RGB").save(root / "train" / "train-c0" / "5.png")
+    pixel_image(np.random.default_rng(9), 16, "RGB").save(root / "train" / "train-c0" / "5.png")
     data, _ = load_image_folder.__wrapped__(root, 8, 0)  # a new process would see the change
     assert data.counts[0] == PER_CLASS + 1 and len(cache_files(root)) == 2
 
@@ -209,6 +210,22 @@ def test_a_run_reports_validation_classes_each_round_and_test_classes_at_the_end
     final = json.loads((run / "summary.json").read_text())
     assert {"full-acc-10", "test-full-acc-10", "test-own-acc-1-ci95"} <= set(final["final"])
     assert final["evaluation-classes"]["test-own"] == "meta-test" and summary["final"] == final["final"]
+
+
+def test_flower_engine_gives_the_vectorised_numbers_with_a_validation_split(tmp_path: Path) -> None:
+    """The ClientApp knows the last round from the run config: its final evaluation draws the
+    meta-test tasks too, as the vectorised engine's does."""
+    root = class_folders(tmp_path / "d", mode="L", size=16)
+    config = RunConfig(task="image-folder", data_dir=str(root), topology="ring", n_way=3, shots=1, queries=2,
+                       filters=4, num_rounds=2, eval_every=1, eval_tasks=2, final_eval_tasks=6, tasks_per_agent=1,
+                       inner_lr=0.4, eval_inner_steps=3, meta_lr=0.1, results_dir=str(tmp_path), run_name="flower")
+    run_in_flower(config, 3)
+    run_vectorized(config.replace(run_name="vectorized"), 3, progress=lambda line: None)
+    flower, vectorized = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("flower", "vectorized"))
+    assert "test-own-acc-3" in flower["final"] and flower["final"].keys() == vectorized["final"].keys()
+    for key, value in flower["final"].items():
+        assert vectorized["final"][key] == pytest.approx(value, rel=5e-3, abs=1e-6), key
+    assert flower["evaluation-classes"] == vectorized["evaluation-classes"]
 
 
 def test_families_without_a_validation_split_keep_their_names() -> None:

@@ -168,6 +168,8 @@ def _check(config: RunConfig, num_agents: int) -> int:
     setup = set_up_run(config, num_agents)
     for line in config_warnings(config, num_agents):
         print(line)
+    if source := getattr(setup.learner.family, "source", ""):
+        print(f"data: {source}")
     where = f"resumes {setup.run_dir} after round {setup.checkpoint.round}" if setup.checkpoint else f"writes {setup.run_dir}"
     if setup.reruns_killed_run:
         where += " (it holds a run killed before its first checkpoint: run again from round 0)"

@@ -27,7 +27,12 @@ Optional: ``KEYS``, the run-config keys the family reads beyond shots, queries, 
 and dtype (a run warns about those of the built-in families that it sets and does not use);
 ``groups``, each agent's group (heterogeneity ``clusters``: agents of one group share
 a task distribution) or None; ``truth_metrics(models, laplacian)``, for a family that knows
-the agents' true models: numbers for metrics.jsonl and the summary (e.g. ``msd``).
+the agents' true models: numbers for metrics.jsonl and the summary (e.g. ``msd``);
+``has_validation`` (true: ``sample_evaluation`` draws from meta-validation classes and
+``sample_test(key, num_tasks, agents, own)`` from meta-test ones, which the final evaluation
+reports as ``test-full-*`` and ``test-own-*``) and ``evaluation_classes`` (what
+``sample_evaluation`` draws from, e.g. "meta-test", for the results files); ``source``, what
+data the family read (a line the run prints first).
 """
 
 from __future__ import annotations
