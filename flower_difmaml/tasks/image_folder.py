@@ -40,6 +40,17 @@ class ImageListing:
     splits: dict[str, tuple[int, ...]]  # "train", "val", "test" -> class indices ("val" may be empty)
     layout: str  # what was found, for the run's first line
 
+    @classmethod
+    def of(cls, classes: dict[str, list[tuple[str, list[Path]]]], layout: str) -> ImageListing:
+        """From each split's (class name, its image files), splits in their order."""
+        files = [file for split in classes.values() for _, images in split for file in images]
+        counts = [len(images) for split in classes.values() for _, images in split]
+        names = [name for split in classes.values() for name, _ in split]
+        splits, first = {}, 0
+        for split, found in classes.items():
+            splits[split], first = tuple(range(first, first + len(found))), first + len(found)
+        return cls(tuple(files), tuple(counts), tuple(names), splits, layout)
+
 
 def check_channels(channels: int) -> int:
     if channels not in CHANNELS:
@@ -65,24 +76,18 @@ def class_folders(root: Path, layout: str) -> ImageListing | None:
     folders = {split: split_folder(root, split) for split in SPLIT_FOLDERS}
     if folders["train"] is None or folders["test"] is None:
         return None
-    files: list[Path] = []
-    counts: list[int] = []
-    names: list[str] = []
-    splits: dict[str, tuple[int, ...]] = {}
+    found: dict[str, list[tuple[str, list[Path]]]] = {}
     for split, folder in folders.items():
         classes = sorted(p for p in folder.iterdir() if p.is_dir()) if folder else []
         if folder and not classes:
             raise ConfigError(f"data-dir: {folder} has no class folders (expected {folder}/<class>/<image>)")
-        first = len(counts)
+        found[split] = []
         for path in classes:
             images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not images:
                 raise ConfigError(f"data-dir: class folder {path} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            files += images
-            counts.append(len(images))
-            names.append(f"{folder.name}/{path.name}")
-        splits[split] = tuple(range(first, len(counts)))
-    return ImageListing(tuple(files), tuple(counts), tuple(names), splits, layout)
+            found[split].append((f"{folder.name}/{path.name}", images))
+    return ImageListing.of(found, layout)
 
 
 def decode_listing(listing: ImageListing, root: Path, name: str, image_size: int, channels: int) -> ImageClasses:

@@ -47,10 +47,7 @@ def csv_listing(folder: Path) -> ImageListing | None:
     images = folder / "images"
     if not images.is_dir() or not all((folder / name).is_file() for name in CSVS.values()):
         return None
-    files: list[Path] = []
-    counts: list[int] = []
-    names: list[str] = []
-    splits: dict[str, tuple[int, ...]] = {}
+    found: dict[str, list[tuple[str, list[Path]]]] = {}
     for split, name in CSVS.items():
         by_label: dict[str, list[Path]] = {}
         with open(folder / name, newline="") as rows:
@@ -63,13 +60,8 @@ def csv_listing(folder: Path) -> ImageListing | None:
                 if not path.is_file():
                     raise ConfigError(f"data-dir: {folder / name} row {number} names {row[0]}, which is not in {images}")
                 by_label.setdefault(row[1], []).append(path)
-        first = len(counts)
-        for label, paths in by_label.items():
-            files += paths
-            counts.append(len(paths))
-            names.append(f"{split}/{label}")
-        splits[split] = tuple(range(first, len(counts)))
-    return ImageListing(tuple(files), tuple(counts), tuple(names), splits, f"layout (a), images/ and CSVs in {folder}")
+        found[split] = [(f"{split}/{label}", paths) for label, paths in by_label.items()]
+    return ImageListing.of(found, f"layout (a), images/ and CSVs in {folder}")
 
 
 def _read_pickle(path: Path) -> tuple[np.ndarray, dict[str, list[int]]]:
