@@ -269,6 +269,8 @@ def missing_csv_file(root: Path) -> str:
         ("image-folder", mixed_sizes, {}, "allowed: image-size > 0"),
         ("miniimagenet", missing_csv_file, {}, None),
         ("image-folder", lambda root: (class_folders(root), "channels: 2; allowed: 0")[1], {"channels": 2}, None),
+        ("image-folder", lambda root: (class_folders(root), "image-size: the images are 12 px, below the 16")[1],
+         {"image_size": 12}, None),
     ],
 )
 def test_bad_data_is_one_line_naming_the_key(tmp_path: Path, task: str, make, keys: dict, words: str | None) -> None:

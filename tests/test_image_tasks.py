@@ -184,7 +184,7 @@ def test_alphabet_heterogeneity_gives_each_agent_its_alphabets(omniglot_dir: Pat
 
 def synthetic(train: tuple[int, ...], test: tuple[int, ...] = (5, 6, 7)) -> ImageClasses:
     count = max(train + test) + 1
-    return ImageClasses.uniform(torch.rand(count, 4, 8, 8), range(count), train, test)
+    return ImageClasses.uniform(torch.rand(count, 4, 16, 16), range(count), train, test)
 
 
 def test_classes_windows_by_hand() -> None:

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, check_choice
 from ..meta.maml import TaskBatch
-from ..models import Conv4
+from ..models import MIN_IMAGE_SIZE, Conv4
 from ..streams import DrawKey
 from .base import check_clusters, cluster_groups, cluster_of, parse_dtype
 
@@ -145,6 +145,9 @@ class FewShotImages:
                                   ("queries", queries, 1), ("filters", filters, 1)):
             if value < least:
                 raise ConfigError(f"{key}: {value} below {least}; allowed: {key} >= {least}")
+        if data.image_size < MIN_IMAGE_SIZE:
+            raise ConfigError(f"image-size: the images are {data.image_size} px, below the {MIN_IMAGE_SIZE} Conv-4's four "
+                              f"poolings need; allowed: image-size >= {MIN_IMAGE_SIZE} (or 0 for images that large)")
         used = [b for split in (data.train, data.val, data.test) for b in split]
         fewest = min(used, key=lambda b: data.counts[b])
         if shots + queries > data.counts[fewest]:
