@@ -180,8 +180,8 @@ def run_rounds(
         curves = evaluation_arrays(replies.metrics, keys, len(models), len(steps))
         sd = evaluation_arrays(replies.sd, keys, len(models), len(steps))
         metrics = evaluation_metrics(curves, steps, reported_steps, models, byzantine, sd, tasks)
-        classes = {"classes": {s: c for s, c in evaluation_classes.items() if any(k.startswith(f"{s}-") for k in keys)}}
-        return {**metrics, **(truth(models) if truth else {}), **(classes if evaluation_classes else {})}
+        classes = {s: c for s, c in (evaluation_classes or {}).items() if any(k.startswith(f"{s}-") for k in keys)}
+        return {**metrics, **(truth(models) if truth else {}), **({"classes": classes} if classes else {})}
 
     def warn(round_: int, failed: dict[int, str]) -> None:
         for agent, reason in sorted(failed.items()):
