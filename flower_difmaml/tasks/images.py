@@ -23,6 +23,7 @@ have one, meta-test) across N agents:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,7 +86,7 @@ class ImageClasses:
     def name(self, base: int) -> str:
         return self.names[base] if self.names else f"base class {base}"
 
-    @property
+    @functools.cached_property
     def offsets(self) -> np.ndarray:
         """Row of each base class's first image."""
         return np.concatenate([[0], np.cumsum(self.counts[:-1])]).astype(np.int64)
