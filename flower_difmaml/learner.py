@@ -287,14 +287,14 @@ class MetaLearner:
         full distribution and from its own: stacked batches, leading dims (agents, tasks);
         ``num_tasks`` per agent (default ``eval-tasks``). ``final`` with a validation split: the
         meta-test tasks too (sources ``test-full``, ``test-own``)."""
-        streams, owns = (Stream.EVAL_FULL, Stream.EVAL_OWN), (False, True)
-        draws = [(source, self.family.sample_evaluation, stream, own) for source, stream, own in zip(SOURCES, streams, owns)]
+        draws = [(SOURCES, self.family.sample_evaluation)]
         if final and self.has_validation:
-            draws += [(source, self.family.sample_test, stream, own) for source, stream, own in zip(TEST_SOURCES, streams, owns)]
+            draws.append((TEST_SOURCES, self.family.sample_test))
         num_tasks = num_tasks or self.config.eval_tasks
-        return {
+        return {  # full and own from their own streams, in either split
             source: draw(self.draw_key(EVAL_ROUND, stream), num_tasks, agents, own).to(self.device)
-            for source, draw, stream, own in draws
+            for sources, draw in draws
+            for source, stream, own in zip(sources, (Stream.EVAL_FULL, Stream.EVAL_OWN), (False, True))
         }
 
     @cached_property

@@ -134,11 +134,18 @@ class ImageFolderTasks(FewShotImages):
 
     HETEROGENEITY = ("none", "classes", "clusters")
     KEYS = (*FewShotImages.KEYS, "data-dir", "image-size", "channels")
+    DATASET = ""  # the dataset's name before what was read, in ``source``
     source = ""  # what was read, for the run's first line
+
+    @staticmethod
+    def load(root: Path, image_size: int, channels: int) -> tuple[ImageClasses, str]:
+        """(ImageClasses, what was found) under ``root``: the one hook a dataset of its own layouts overrides."""
+        return load_image_folder(root, image_size, channels)
 
     @classmethod
     def from_config(cls, config: Any, num_agents: int) -> ImageFolderTasks:
-        data, found = load_image_folder(Path(config.data_dir), config.image_size, config.channels)
+        data, found = cls.load(Path(config.data_dir), config.image_size, config.channels)
         family = cls.from_data(data, config, num_agents)
-        family.source = f"{found}, {data.images.shape[0]} images, {data.channels}x{data.image_size}x{data.image_size}"
+        shape = f"{data.channels}x{data.image_size}x{data.image_size}"
+        family.source = f"{cls.DATASET}{found}, {data.images.shape[0]} images, {shape}"
         return family

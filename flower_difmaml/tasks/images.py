@@ -101,10 +101,8 @@ class ImageClasses:
 
     def pixels(self, rows: np.ndarray) -> Tensor:
         """The images at ``rows`` (any shape S) as a float32 tensor (*S, C, H, H) in [0, 1]."""
-        picked = self.images[rows]
-        if picked.dtype == np.uint8:
-            return torch.from_numpy(picked.astype(np.float32) / 255.0)
-        return torch.from_numpy(np.ascontiguousarray(picked))
+        picked = self.images[rows]  # fancy indexing: a copy of these rows only
+        return torch.from_numpy(picked.astype(np.float32) / 255.0 if picked.dtype == np.uint8 else picked)
 
     def class_images(self, base: int) -> Tensor:
         """Every image of base class ``base``: (counts[base], C, H, H) float32 in [0, 1]."""

@@ -22,15 +22,16 @@ import csv
 import functools
 import pickle
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, one_line
-from .image_folder import ImageListing, check_channels, check_folder, class_folders, decode_listing, images_of
+from .image_folder import (
+    ImageFolderTasks, ImageListing, check_channels, check_folder, class_folders, decode_listing, images_of,
+)
 from .image_store import cache_folder, cached_images, decoded, fingerprint
-from .images import FewShotImages, ImageClasses
+from .images import ImageClasses
 
 IMAGE_SIZE = 84
 SUB_FOLDERS = ("", "miniimagenet", "mini-imagenet", "miniImagenet")
@@ -138,7 +139,7 @@ def load_miniimagenet(root: Path, image_size: int, channels: int) -> tuple[Image
     raise ConfigError(f"data-dir: no MiniImageNet in {root} (looked in {where} for {LOOKED_FOR})")
 
 
-class MiniImageNetTasks(FewShotImages):
+class MiniImageNetTasks(ImageFolderTasks):
     """N-way K-shot MiniImageNet; heterogeneity ``none``, ``classes`` or ``clusters``.
 
     The Dif-MAML authors' setting: 5-way 5-shot (or 1-shot), 10 queries, 2 tasks per agent,
@@ -148,13 +149,8 @@ class MiniImageNetTasks(FewShotImages):
     families).
     """
 
-    HETEROGENEITY = ("none", "classes", "clusters")
-    KEYS = (*FewShotImages.KEYS, "data-dir", "image-size", "channels")
-    source = ""
+    DATASET = "MiniImageNet, "
 
-    @classmethod
-    def from_config(cls, config: Any, num_agents: int) -> MiniImageNetTasks:
-        data, found = load_miniimagenet(Path(config.data_dir), config.image_size, config.channels)
-        family = cls.from_data(data, config, num_agents)
-        family.source = f"MiniImageNet, {found}, {data.images.shape[0]} images, 3x{data.image_size}x{data.image_size}"
-        return family
+    @staticmethod
+    def load(root: Path, image_size: int, channels: int) -> tuple[ImageClasses, str]:
+        return load_miniimagenet(root, image_size, channels)
