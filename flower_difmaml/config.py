@@ -112,6 +112,7 @@ class RunConfig:
     graph_eta: float = field(default=0.0, **_range(0.0))  # > 0: the paper's eta; 0: step by graph-step
     graph_step: float = field(default=0.5, **_range(0.0, 1.0, low_open=True))
     graph_threshold: float = field(default=0.25, **_range(0.0, 1.0, high_open=True))  # form laplacian: min partial correlation
+    graph_shrinkage: float = field(default=0.1, **_range(0.0, 1.0, high_open=True))  # form laplacian: Sigma_k's shrinkage
     graph_reestimate_every: int = field(default=0, **_range(0))
     graph_form: str = field(default="laplacian", **_choice(*GRAPH_FORMS))
     graph_laplacian: str = ""  # learned-graph: a known L (.npy) instead of the estimate; checked against the graph

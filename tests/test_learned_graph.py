@@ -24,7 +24,7 @@ from flower_difmaml.network.laplacian import (
     laplacian_error,
     local_laplacian_row,
     multitask_combination,
-    multitask_step,
+    multitask_steps,
     partial_correlations,
 )
 from flower_difmaml.runner.results import read_metrics
@@ -71,12 +71,13 @@ def test_forms_and_the_multitask_step() -> None:
     np.testing.assert_allclose(laplacian, [[1.0, -1.0, 0.0], [-1.0, 3.0, -2.0], [0.0, -2.0, 2.0]])
     np.testing.assert_allclose(laplacian.sum(axis=1), 0.0)
     np.testing.assert_array_equal(graph_form(estimate, "ggl").toarray(), estimate.toarray())
-    lam = np.linalg.eigvalsh(laplacian)[-1]
-    assert multitask_step(sp.csc_array(laplacian), meta_lr=0.1, eta=0.0, step=0.5) == pytest.approx(1.0 / lam)
-    assert multitask_step(sp.csc_array(laplacian), meta_lr=0.1, eta=2.0, step=0.5) == pytest.approx(0.2)
+    # graph-step: c_k = s / L_kk; the path 0-1-2 is bipartite, so lambda_max(D^-1/2 L D^-1/2) = 2 and s = 0.5
+    np.testing.assert_allclose(multitask_steps(sp.csc_array(laplacian), meta_lr=0.1, eta=0.0, step=0.5),
+                               [0.5 / 1, 0.5 / 3, 0.5 / 2])
+    np.testing.assert_allclose(multitask_steps(sp.csc_array(laplacian), meta_lr=0.1, eta=2.0, step=0.5), [0.2] * 3)
     with pytest.raises(ConfigError, match=r"^graph-eta: meta-lr \* graph-eta = 1 above the stable 2 / lambda_max"):
-        multitask_step(sp.csc_array(laplacian), meta_lr=0.1, eta=10.0, step=0.5)
-    A = multitask_combination(sp.csc_array(laplacian), 0.2).toarray()
+        multitask_steps(sp.csc_array(laplacian), meta_lr=0.1, eta=10.0, step=0.5)
+    A = multitask_combination(sp.csc_array(laplacian), np.full(3, 0.2)).toarray()
     np.testing.assert_allclose(A, np.eye(3) - 0.2 * laplacian)
     np.testing.assert_allclose(A.sum(axis=0), 1.0)  # the laplacian form keeps the models' mean
     with pytest.raises(ValueError, match=r"^graph-form: unknown 'dense'; allowed: laplacian, ggl"):
@@ -114,17 +115,20 @@ def test_learned_graph_estimates_after_warmup_and_combines_with_i_minus_c_l() ->
     strategy.aggregate_train(1, _replies(1, size=40), {})
     w1 = strategy.current_models().copy()
     strategy.train_plan(2)  # the estimate, from the models at the start of round 2
-    np.testing.assert_allclose(strategy.estimate.toarray(), estimate_laplacian(w1, support, centred=True).toarray())
+    np.testing.assert_allclose(strategy.estimate.toarray(),
+                               estimate_laplacian(w1, support, centred=True, shrinkage=0.1).toarray())
     laplacian = graph_form(strategy.estimate, "laplacian", strategy.threshold).toarray()
-    c = strategy.graph_step
-    assert c == pytest.approx(0.5 * 2 / np.linalg.eigvalsh(laplacian)[-1])
+    c = strategy.graph_steps
+    diagonal = np.diag(laplacian)
+    normalised = laplacian / np.sqrt(np.outer(diagonal, diagonal))
+    np.testing.assert_allclose(c, 0.5 * 2 / np.linalg.eigvalsh(normalised)[-1] / diagonal)
     psi = _replies(2, size=40)
     strategy.aggregate_train(2, psi, {})
-    expected = (np.eye(3) - c * laplacian) @ np.stack([psi[k] for k in range(3)])
+    expected = (np.eye(3) - c[:, None] * laplacian) @ np.stack([psi[k] for k in range(3)])
     np.testing.assert_allclose(strategy.current_models(), expected, rtol=1e-12)
     metrics = strategy.round_metrics(2)
     assert [w[:2] for w in metrics["graph-weights"]] == [[0, 1], [1, 2]]  # the path's edges only
-    assert metrics["graph-step"] == c and strategy.artifacts()["laplacian"].shape == (3, 3)
+    assert metrics["graph-step"] == list(c) and strategy.artifacts()["laplacian"].shape == (3, 3)
     assert [strategy.due(r) for r in (3, 4, 5, 6)] == [False, True, False, True]
 
 
@@ -137,12 +141,12 @@ def test_a_weak_cross_group_weight_merges_the_groups_and_the_threshold_removes_i
     estimate = sp.csc_array(TWO_GROUPS)
     np.testing.assert_allclose(partial_correlations(estimate).toarray(),
                                [[0, 0.8, 0, 0], [0.8, 0, 0.1, 0], [0, 0.1, 0, 0.8], [0, 0, 0.8, 0]])
-    # threshold 0.25: weights 1.6 inside the groups only; lambda_max 3.2, c = 0.5 * 2 / 3.2, A = I - cL
-    # averages each group in one step and never mixes them
+    # threshold 0.25: weights 1.6 inside the groups only; D^-1/2 L D^-1/2 has lambda_max 2, so s = 0.5,
+    # c_k = 0.5 / 1.6, and A = I - L diag(c) averages each group in one step and never mixes them
     kept = graph_form(estimate, "laplacian", 0.25)
     np.testing.assert_allclose(kept.toarray(), [[1.6, -1.6, 0, 0], [-1.6, 1.6, 0, 0], [0, 0, 1.6, -1.6], [0, 0, -1.6, 1.6]])
-    c = multitask_step(kept, 0.03, 0.0, 0.5)
-    assert c == pytest.approx(0.3125)
+    c = multitask_steps(kept, 0.03, 0.0, 0.5)
+    np.testing.assert_allclose(c, [0.3125] * 4)
     halves = np.kron(np.eye(2), np.full((2, 2), 0.5))
     A = multitask_combination(kept, c).toarray()
     np.testing.assert_allclose(A, halves, atol=1e-15)
@@ -150,8 +154,43 @@ def test_a_weak_cross_group_weight_merges_the_groups_and_the_threshold_removes_i
     # threshold 0: the 0.1 relation stays (weight 0.2), and I - cL drives all four to one consensus
     every = graph_form(estimate, "laplacian", 0.0)
     assert every.toarray()[1, 2] == pytest.approx(-0.2)
-    A = multitask_combination(every, multitask_step(every, 0.03, 0.0, 0.5)).toarray()
-    np.testing.assert_allclose(np.linalg.matrix_power(A, 1000), np.full((4, 4), 0.25), atol=1e-6)
+    A = multitask_combination(every, multitask_steps(every, 0.03, 0.0, 0.5)).toarray()
+    # (the Jacobi step's consensus weighs agent l by L_ll: (1.6, 1.8, 1.8, 1.6) / 6.8)
+    consensus = np.outer(np.array([1.6, 1.8, 1.8, 1.6]) / 6.8, np.ones(4))
+    np.testing.assert_allclose(np.linalg.matrix_power(A, 1000), consensus, atol=1e-6)
+
+
+def test_the_jacobi_step_moves_every_agent_the_same_fraction_to_its_neighbours() -> None:
+    # path 0-1-2 with weights 10 (0-1) and 1 (1-2): one c = 1 / lambda_max(L) would move agent 2 by
+    # 1 / lambda_max (about 1/21) towards agent 1; c_k = s / L_kk with s = 0.5 (bipartite: lambda_max 2)
+    # moves every agent half way to its neighbours' weighted mean
+    laplacian = sp.csc_array([[10.0, -10.0, 0.0], [-10.0, 11.0, -1.0], [0.0, -1.0, 1.0]])
+    c = multitask_steps(laplacian, 0.03, 0.0, 0.5)
+    np.testing.assert_allclose(c, [0.05, 0.5 / 11, 0.5])
+    A = multitask_combination(laplacian, c).toarray()
+    np.testing.assert_allclose(A.T, [[0.5, 0.5, 0.0], [0.5 * 10 / 11, 0.5, 0.5 / 11], [0.0, 0.5, 0.5]], atol=1e-15)
+    np.testing.assert_allclose(A.sum(axis=0), 1.0)  # w = A^T psi: each agent a weighted mean
+    assert max(abs(np.linalg.eigvals(A))) == pytest.approx(1.0)  # stable: the consensus mode only
+    assert multitask_steps(sp.csc_array((3, 3)), 0.03, 0.0, 0.5).tolist() == [0.0] * 3  # no relations: alone
+
+
+def test_shrinkage_towards_the_projector_bounds_the_centred_precision() -> None:
+    # centred Sigma = 3 u1 u1^T + 0.01 u2 u2^T, u1 = (1, 1, -2) / sqrt 6, u2 = (1, -1, 0) / sqrt 2 (agents 0
+    # and 1 near copies); s = 0.1, target (tr Sigma / 2) P = 1.505 P: eigenvalues 0.9 * 3 + 0.1505 = 2.8505
+    # and 0.9 * 0.01 + 0.1505 = 0.1595, so Gamma = u1 u1^T / 2.8505 + u2 u2^T / 0.1595
+    u = np.array([[1, 1, -2], [1, -1, 0]]) / np.sqrt([[6], [2]])
+    m = 50
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(m, 2)))
+    models = np.sqrt(m) * u.T @ np.diag(np.sqrt([3.0, 0.01])) @ q.T  # X X^T / M = Sigma, rows' mean 0
+    expected = np.outer(u[0], u[0]) / 2.8505 + np.outer(u[1], u[1]) / 0.1595
+    for own in range(3):
+        row = local_laplacian_row(models + 5.0, own, centred=True, shrinkage=0.1)
+        np.testing.assert_allclose(row, expected[own], atol=1e-12)
+        assert abs(row.sum()) < 1e-12
+    unshrunk = local_laplacian_row(models, 0, centred=True)
+    assert unshrunk[0] == pytest.approx(1 / 18 + 50) and row[0] < 3.2  # 1 / 0.01 / 2 + ... against 1 / 0.1595 / 2 + ...
+    two = np.array([[1.0, 0.0], [-1.0, 0.0]])  # two agents: the centred Sigma is its own target
+    np.testing.assert_allclose(local_laplacian_row(two, 0, centred=True, shrinkage=0.5), [0.5, -0.5])
 
 
 def test_the_centred_estimate_ignores_a_common_shift_and_its_rows_sum_to_zero() -> None:
@@ -264,4 +303,4 @@ def test_a_known_task_graph_replaces_the_estimate_and_is_checked(tmp_path: Path)
 def test_an_indefinite_task_graph_is_refused_naming_the_key() -> None:
     indefinite = sp.csc_array([[1.0, 2.0], [2.0, 1.0]])  # eigenvalues -1 and 3
     with pytest.raises(ConfigError, match=r"^graph-form: the task graph's L has lambda_min = -1 < 0"):
-        multitask_step(indefinite, meta_lr=0.1, eta=0.0, step=0.5)
+        multitask_steps(indefinite, meta_lr=0.1, eta=0.0, step=0.5)

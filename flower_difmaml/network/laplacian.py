@@ -26,7 +26,26 @@ L's do. The learned weights are then kept only between agents whose partial corr
 rho_kl = -L_kl / sqrt(L_kk L_ll) is at least a threshold (key ``graph-threshold``): every
 positive weight left in L mixes its two agents towards one consensus over enough rounds, so a
 weak relation estimated between unrelated tasks costs more than a weak true one gains
-(benchmarks/learned_graph.md (e)).
+(benchmarks/learned_graph.md (e)). Models of one group are near copies, so the centred Sigma_k
+has near-zero eigenvalues along their differences, and its pseudo-inverse amplifies whatever
+noise lies there: for form ``laplacian`` Sigma_k is shrunk towards a multiple of the projector
+P = I - 1 1^T / n (Ledoit and Wolf's target, restricted to the space the centred models span),
+
+    Sigma_k <- (1 - s) Sigma_k + s (tr Sigma_k / (n - 1)) P,     s = key ``graph-shrinkage``,
+
+which keeps the rows summing to zero and bounds the precision's noise; the partial correlations
+then separate the groups (learned_graph.md (f)).
+
+The step. With the paper's eta every agent takes the same c = mu' eta. The scale-free choice
+(key ``graph-step``) preconditions the regulariser's gradient by its diagonal (a Jacobi step),
+c_k = s / L_kk, so that each agent moves the same fraction s of the way to its neighbours'
+weighted mean however strong its own relations are:
+
+    w_k = psi_k - (s / L_kk) sum_l L_kl psi_l = (1 - s) psi_k + s sum_{l != k} (a_kl / d_k) psi_l,
+
+stable for s <= 2 / lambda_max(D^-1/2 L D^-1/2) (D = diag(L); I - s D^-1 L is similar to
+I - s D^-1/2 L D^-1/2). One c for all agents, 1 / lambda_max(L), leaves every agent but the
+most strongly related one nearly alone (learned_graph.md (f)).
 
 Everything here is sparse on the graph's support (N_k from a combination matrix's columns).
 """
@@ -46,24 +65,32 @@ GRAPH_FORMS = ("laplacian", "ggl")  # key graph-form
 INDEFINITE_TOLERANCE = 1e-3
 
 
-def local_laplacian_row(models: np.ndarray, own: int, *, centred: bool = False) -> np.ndarray:
-    """Row ``own`` of Gamma_k = (X X^T / M)^-1 for the neighbourhood's models X (|N_k| x M),
-    X - 1 m^T (m the models' mean) if ``centred``.
+def local_laplacian_row(models: np.ndarray, own: int, *, centred: bool = False, shrinkage: float = 0.0) -> np.ndarray:
+    """Row ``own`` of Gamma_k = Sigma_k^-1, Sigma_k = X X^T / M for the neighbourhood's models X
+    (|N_k| x M), X - 1 m^T (m the models' mean) if ``centred``, shrunk by ``shrinkage`` s:
+    (1 - s) Sigma_k + s (tr Sigma_k / r) T, with T = I (r = n) or, centred, P = I - 1 1^T / n
+    (r = n - 1).
 
     A pseudo-inverse where Sigma_k is singular (more neighbours than parameters, equal models,
     or centred models: 1 is in the null space, and the row sums to zero).
     """
     x = np.asarray(models, dtype=np.float64)
+    n = x.shape[0]
     if centred:
         x = x - x.mean(axis=0)
     sigma = x @ x.T / x.shape[1]
+    if shrinkage > 0 and n > 1:
+        target = np.eye(n) - 1.0 / n if centred else np.eye(n)
+        sigma = (1 - shrinkage) * sigma + shrinkage * np.trace(sigma) / np.trace(target) * target
     return np.linalg.pinv(sigma, hermitian=True)[own]
 
 
-def estimate_laplacian(models: np.ndarray, support: sp.csc_array, *, centred: bool = False) -> sp.csc_array:
+def estimate_laplacian(models: np.ndarray, support: sp.csc_array, *, centred: bool = False,
+                       shrinkage: float = 0.0) -> sp.csc_array:
     """L_hat = (L' + L'^T) / 2, row k of L' from agent k's closed neighbourhood (the support of
     column k of ``support``, which must hold the diagonal) and the models (N x M) there,
-    centred in each neighbourhood if ``centred`` (see ``local_laplacian_row``)."""
+    centred in each neighbourhood if ``centred`` and shrunk by ``shrinkage`` (see
+    ``local_laplacian_row``)."""
     rows, cols, values = [], [], []
     for k in range(support.shape[0]):
         neighbours = np.sort(support.indices[support.indptr[k] : support.indptr[k + 1]])
@@ -72,7 +99,7 @@ def estimate_laplacian(models: np.ndarray, support: sp.csc_array, *, centred: bo
             raise ValueError(f"estimate_laplacian: column {k} of the support lacks the diagonal")
         rows.append(np.full(len(neighbours), k))
         cols.append(neighbours)
-        values.append(local_laplacian_row(models[neighbours], own, centred=centred))
+        values.append(local_laplacian_row(models[neighbours], own, centred=centred, shrinkage=shrinkage))
     n = support.shape[0]
     one_sided = sp.coo_array((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
     return ((one_sided + one_sided.T) / 2).tocsc()
@@ -115,32 +142,48 @@ def extreme_eigenvalues(laplacian: sp.sparray) -> tuple[float, float]:
     return float(values[0]), float(values[-1])
 
 
-def multitask_step(laplacian: sp.sparray, meta_lr: float, eta: float, step: float) -> float:
-    """c = mu' eta of W <- (I - c L) Psi: ``meta_lr * eta`` for ``eta`` > 0 (key graph-eta, the
-    paper's), which must be stable, c <= 2 / lambda_max(L); for ``eta`` = 0, ``step`` (key
-    graph-step) of that range: c = step * 2 / lambda_max(L) (0 where L = 0). An L that is
-    clearly indefinite (``INDEFINITE_TOLERANCE``) has no stable step: refused."""
-    lam_min, lam = extreme_eigenvalues(laplacian)
+def _checked_definite(matrix: sp.sparray) -> float:
+    """lambda_max of a symmetric ``matrix``, refused where it is clearly indefinite
+    (``INDEFINITE_TOLERANCE``): I - c L then grows a mode for every step c > 0."""
+    lam_min, lam = extreme_eigenvalues(matrix)
     if lam_min < -INDEFINITE_TOLERANCE * lam:
         raise ConfigError(
             f"graph-form: the task graph's L has lambda_min = {lam_min:.4g} < 0 (lambda_max {lam:.4g}), so "
             "I - c L grows a mode for every step c > 0; use graph-form = 'laplacian'"
         )
-    if eta <= 0:
-        return step * 2.0 / lam if lam > 0 else 0.0
-    c = meta_lr * eta
-    if lam > 0 and c > 2.0 / lam:
-        raise ConfigError(
-            f"graph-eta: meta-lr * graph-eta = {c:.4g} above the stable 2 / lambda_max(L) = {2.0 / lam:.4g} of "
-            "the task graph; lower graph-eta or meta-lr, or set graph-eta = 0 to step by graph-step"
-        )
-    return c
+    return lam
 
 
-def multitask_combination(laplacian: sp.sparray, c: float) -> sp.csc_array:
-    """A = I - c L (symmetric): the combination of the multitask step, W <- A^T Psi."""
+def multitask_steps(laplacian: sp.sparray, meta_lr: float, eta: float, step: float) -> np.ndarray:
+    """Each agent's step c_k of w_k = psi_k - c_k sum_l L_kl psi_l (W <- (I - C L) Psi).
+
+    ``eta`` > 0 (key graph-eta, the paper's): c_k = ``meta_lr * eta`` for all k, which must be
+    stable, c <= 2 / lambda_max(L). ``eta`` = 0: the Jacobi step c_k = s / L_kk (0 where
+    L_kk = 0: an agent without relations stays alone), s = ``step`` (key graph-step) of its
+    stable range, s = step * 2 / lambda_max(D^-1/2 L D^-1/2). An L that is clearly indefinite
+    has no stable step: refused (the normalised matrix has L's inertia, Sylvester's law)."""
+    laplacian = sp.csc_array(laplacian)
     n = laplacian.shape[0]
-    return (sp.eye_array(n) - c * sp.csc_array(laplacian)).tocsc()
+    if eta > 0:
+        lam, c = _checked_definite(laplacian), meta_lr * eta
+        if lam > 0 and c > 2.0 / lam:
+            raise ConfigError(
+                f"graph-eta: meta-lr * graph-eta = {c:.4g} above the stable 2 / lambda_max(L) = {2.0 / lam:.4g} of "
+                "the task graph; lower graph-eta or meta-lr, or set graph-eta = 0 to step by graph-step"
+            )
+        return np.full(n, c)
+    diagonal = laplacian.diagonal()
+    inverse = np.where(diagonal > 0, 1.0 / np.where(diagonal > 0, diagonal, 1.0), 0.0)
+    root = sp.diags_array(np.sqrt(inverse))
+    lam = _checked_definite(root @ laplacian @ root)
+    return (step * 2.0 / lam) * inverse if lam > 0 else np.zeros(n)
+
+
+def multitask_combination(laplacian: sp.sparray, steps: np.ndarray) -> sp.csc_array:
+    """A = I - L diag(c) (``steps`` c), the combination of the multitask step: W <- A^T Psi is
+    w_k = psi_k - c_k sum_l L_kl psi_l. A Laplacian's A has columns summing to one."""
+    n = laplacian.shape[0]
+    return (sp.eye_array(n) - sp.csc_array(laplacian) @ sp.diags_array(np.asarray(steps, dtype=np.float64))).tocsc()
 
 
 def load_laplacian(path: str, support: sp.sparray) -> sp.csc_array:

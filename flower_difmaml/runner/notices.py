@@ -25,7 +25,7 @@ STRATEGY_KEYS = {
     "aggregation": ("dif-maml",),
     "link-drop-prob": ("dif-maml", "fedavg-maml"),
     **{key: ("learned-graph",) for key in (
-        "graph-warmup", "graph-eta", "graph-step", "graph-threshold", "graph-reestimate-every", "graph-form",
+        "graph-warmup", "graph-eta", "graph-step", "graph-threshold", "graph-shrinkage", "graph-reestimate-every", "graph-form",
         "graph-laplacian")},
 }
 # key -> the topologies that read it
@@ -55,6 +55,8 @@ def _conditions(config: RunConfig) -> dict[str, tuple[bool, str]]:
         "attack": (byzantine, "Byzantine agents (key byzantine or byzantine-fraction)"),
         "attack-scale": (byzantine, "Byzantine agents (key byzantine or byzantine-fraction)"),
         "graph-threshold": (other or (config.graph_form == "laplacian" and not config.graph_laplacian),
+                            "graph-form 'laplacian' and a learned graph (no graph-laplacian)"),
+        "graph-shrinkage": (other or (config.graph_form == "laplacian" and not config.graph_laplacian),
                             "graph-form 'laplacian' and a learned graph (no graph-laplacian)"),
         "graph-step": (other or config.graph_eta == 0, "graph-eta = 0"),
         "clusters": (_heterogeneity(config) == "clusters", "heterogeneity 'clusters'"),

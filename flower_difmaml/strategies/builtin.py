@@ -44,7 +44,8 @@ def learned_graph(setup: StrategySetup) -> MetaStrategy:
     config = setup.config
     return LearnedGraph(
         setup.initial, setup.combination, warmup=config.graph_warmup, reestimate_every=config.graph_reestimate_every,
-        form=config.graph_form, threshold=config.graph_threshold, eta=config.graph_eta, step=config.graph_step,
+        form=config.graph_form, threshold=config.graph_threshold,
+        shrinkage=config.graph_shrinkage, eta=config.graph_eta, step=config.graph_step,
         meta_lr=config.meta_lr,
         known=setup.task_graph,
     )

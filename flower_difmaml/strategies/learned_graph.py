@@ -10,17 +10,20 @@ start of the round, Gamma_k = (X_k X_k^T / M)^-1; L_hat = (L' + L'^T) / 2
 exactly the models agent k would receive, as it computes Dif-MAML's combination with known
 weights; it holds no model of its own. ``graph-form``: ``laplacian`` (default) estimates from
 the neighbourhood's centred models and combines with the Laplacian of the learned positive
-weights between agents whose partial correlation is at least ``graph-threshold`` (0.25; see
-``network.laplacian``); ``ggl`` with L_hat itself (the paper).
+weights between agents whose partial correlation is at least ``graph-threshold`` (0.25), the
+centred Sigma_k shrunk by ``graph-shrinkage`` (0.1; see ``network.laplacian``); ``ggl`` with
+L_hat itself (the paper).
 Phase II, the multitask step:
 
-    psi_k = phi_k = w_k - mu' grad J_k(w_k),    w_k = psi_k - c sum_{l in N_k} L_kl psi_l,
+    psi_k = phi_k = w_k - mu' grad J_k(w_k),    w_k = psi_k - c_k sum_{l in N_k} L_kl psi_l,
 
-c = mu' eta with eta = ``graph-eta`` (> 0, and c <= 2 / lambda_max(L): a ConfigError names
-the keys otherwise) or c = ``graph-step`` * 2 / lambda_max(L) (``graph-eta`` = 0). A known
+c_k = mu' eta with eta = ``graph-eta`` (> 0, and c <= 2 / lambda_max(L): a ConfigError names
+the keys otherwise), or the Jacobi step c_k = s / L_kk, s = ``graph-step`` * 2 /
+lambda_max(D^-1/2 L D^-1/2) (``graph-eta`` = 0: each agent moves the fraction s of the way to
+its neighbours' weighted mean; see ``network.laplacian.multitask_steps``). A known
 task graph (``known``: key ``graph-laplacian``) replaces the estimate (multitask diffusion with
 the true L, never re-estimated). That is
-Dif-MAML's combination with A = I - c L, so faults are handled as Dif-MAML handles them: an
+Dif-MAML's combination with A = I - L diag(c), so faults are handled as Dif-MAML handles them: an
 agent that does not reply keeps its model, the others renormalise over the senders. With
 L = 0 it is the non-cooperative rule.
 """
@@ -32,7 +35,7 @@ import scipy.sparse as sp
 
 from ..agent_models import AgentModels
 from ..network.laplacian import (
-    estimate_laplacian, extreme_eigenvalues, graph_form, multitask_combination, multitask_step,
+    estimate_laplacian, extreme_eigenvalues, graph_form, multitask_combination, multitask_steps,
 )
 from .diffusion import DifMAML
 
@@ -52,6 +55,7 @@ class LearnedGraph(DifMAML):
         reestimate_every: int = 0,
         form: str = "laplacian",
         threshold: float = 0.25,
+        shrinkage: float = 0.1,
         eta: float = 0.0,
         step: float = 0.5,
         meta_lr: float = 0.03,
@@ -61,11 +65,12 @@ class LearnedGraph(DifMAML):
         self.known = known
         self.warmup, self.reestimate_every = warmup, reestimate_every
         self.threshold = threshold if known is None else 0.0  # a known L is taken whole
+        self.shrinkage = shrinkage if form == "laplacian" else 0.0  # ggl: the paper's estimate
         self.form, self.eta, self.step, self.meta_lr = form, eta, step, meta_lr
         self.estimate: sp.csc_array | None = None  # L_hat
         self.estimated_at = 0  # the round of the latest estimate (0: none yet)
-        self.graph_step = 0.0  # c
-        self.multitask = sp.eye_array(self.support.shape[0], format="csc")  # A = I - c L; I before the estimate
+        self.graph_steps = np.zeros(self.support.shape[0])  # c_k
+        self.multitask = sp.eye_array(self.support.shape[0], format="csc")  # A = I - L diag(c); I before the estimate
         super().__init__(initial, lambda round_: self.multitask)
 
     def due(self, round_: int) -> bool:
@@ -78,7 +83,8 @@ class LearnedGraph(DifMAML):
 
     def train_plan(self, round_: int) -> AgentModels:
         if self.due(round_):
-            estimate = (estimate_laplacian(self.models, self.support, centred=self.form == "laplacian")
+            estimate = (estimate_laplacian(self.models, self.support, centred=self.form == "laplacian",
+                                           shrinkage=self.shrinkage)
                         if self.known is None else self.known)
             self.estimate, self.estimated_at = sp.csc_array(estimate), round_
             self._set_combination()
@@ -86,12 +92,12 @@ class LearnedGraph(DifMAML):
 
     def _set_combination(self) -> None:
         laplacian = graph_form(self.estimate, self.form, self.threshold)
-        self.graph_step = multitask_step(laplacian, self.meta_lr, self.eta, self.step)
-        self.multitask = multitask_combination(laplacian, self.graph_step)
+        self.graph_steps = multitask_steps(laplacian, self.meta_lr, self.eta, self.step)
+        self.multitask = multitask_combination(laplacian, self.graph_steps)
 
     def round_metrics(self, round_: int) -> dict:
         """On an estimate's round: its edges (l < k, learned weight -L_hat_kl > 0), the weight of
-        every pair of neighbours [l, k, -L_hat_kl], the step c, and lambda_min and lambda_max of
+        every pair of neighbours [l, k, -L_hat_kl], each agent's step c_k, and lambda_min and lambda_max of
         the L it combines with (lambda_min < 0: the multitask step is unstable, see
         ``extreme_eigenvalues``)."""
         if self.estimated_at != round_:
@@ -102,7 +108,7 @@ class LearnedGraph(DifMAML):
         return {
             "graph-edges": sum(w > 0 for _, _, w in weights),
             "graph-weights": weights,
-            "graph-step": self.graph_step,
+            "graph-step": [float(c) for c in self.graph_steps],
             "graph-lambda-min": lambda_min,
             "graph-lambda-max": lambda_max,
         }
