@@ -162,14 +162,14 @@ def run_job(job: tuple) -> dict:
 def table(part: str, results: list[dict]) -> str:
     settings = [f"{a}x{c}" for a, c, _ in learned_graph.ORACLE_SETTINGS]
     if part == "separation":
-        lines = ["| shrinkage | " + " | ".join(f"{s}: connected up to / cross max, seeds 0 / 1 / 2" for s in settings) + " |",
+        lines = ["| shrinkage | " + " | ".join(f"{s}: connected up to (cross max), seeds 0 / 1 / 2" for s in settings) + " |",
                  "|---|" + "---|" * len(settings)]
         for shrinkage in SHRINKAGES:
             cells = []
             for setting in settings:
                 rows = sorted((r for r in results if r["setting"] == setting and r["shrinkage"] == shrinkage),
                               key=lambda r: r["seed"])
-                cells.append(" / ".join(f"{r['connected_up_to']:.2f}~{r['cross_max']:.2f}" for r in rows))
+                cells.append(" / ".join(f"{r['connected_up_to']:.2f} ({r['cross_max']:.2f})" for r in rows))
             lines.append(f"| {shrinkage:g} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
     lines = ["| variant | " + " | ".join(f"{s} own-mse-1 (seeds 0 / 1 / 2: mean)" for s in settings) + " |",

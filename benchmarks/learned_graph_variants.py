@@ -11,6 +11,11 @@ estimate's form patched in. Written against the code BEFORE the fix (commit 08f3
 ``rholap`` combines with the Laplacian of the partial correlations rho_kl >= tau themselves;
 ``soft`` with max(0, rho_kl - tau); the prefix ``c-`` centres each neighbourhood's models first;
 ``c-raw`` only centres. Other keys: ``graph_step`` etc. as run-config keys. Prints own-mse-1.
+
+Until commit ca11265 the pool reused its two workers, and a ``c-`` variant's patch of
+``local_laplacian_row`` stayed in its worker for the runs after it; a variant run in the same
+invocation after a ``c-`` one may have been centred too (learned_graph.md (e) says which rows
+this can concern).
 """
 import sys, json, time, numpy as np, scipy.sparse as sp
 from concurrent.futures import ProcessPoolExecutor
@@ -53,7 +58,7 @@ def run(name, seed, variant=None, agents=10, **keys):
 
 if __name__ == "__main__":
     jobs = eval(sys.argv[1])  # list of (name, seeds, dict)
-    with ProcessPoolExecutor(2) as pool:
+    with ProcessPoolExecutor(2, max_tasks_per_child=1) as pool:  # a fresh worker a run: the patches stay in it
         futs = [pool.submit(run, n, s, **k) for n, seeds, k in jobs for s in seeds]
         res = {}
         for f in futs:
