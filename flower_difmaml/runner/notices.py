@@ -25,8 +25,8 @@ STRATEGY_KEYS = {
     "aggregation": ("dif-maml",),
     "link-drop-prob": ("dif-maml", "fedavg-maml"),
     **{key: ("learned-graph",) for key in (
-        "graph-warmup", "graph-eta", "graph-step", "graph-threshold", "graph-shrinkage", "graph-reestimate-every", "graph-form",
-        "graph-laplacian")},
+        "graph-warmup", "graph-eta", "graph-step", "graph-threshold", "graph-shrinkage", "graph-reestimate-every",
+        "graph-form", "graph-laplacian")},
 }
 # key -> the topologies that read it
 TOPOLOGY_KEYS = {
