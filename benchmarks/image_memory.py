@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from processes import process_tree  # benchmarks/processes.py
+
 CLASSES = {"train": 64, "validation": 16, "test": 20}
 IMAGES, SIZE = 600, 84
 SIMULATION = """
@@ -71,23 +73,6 @@ def generate(folder: Path, images: int) -> None:
             pickle.dump({"image_data": data, "class_dict": class_dict}, file, protocol=4)
 
 
-def descendants(pid: int) -> list[int]:
-    children = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
-
-
 def memory(pids: list[int], cache_name: str) -> dict[str, int]:
     """kB summed over ``pids``: total PSS, and RSS/PSS of the mappings whose path holds ``cache_name``."""
     total = cache_rss = cache_pss = mapping = 0
@@ -122,7 +107,7 @@ def peak_memory(command: list[str], cache_name: str) -> tuple[dict, float, str]:
 
     def sample() -> None:
         while not done.is_set():
-            now = memory(descendants(proc.pid), cache_name)
+            now = memory(sorted(process_tree(proc.pid)), cache_name)
             for key, value in now.items():
                 peak[key] = max(peak.get(key, 0), value)
             time.sleep(0.5)
@@ -175,7 +160,7 @@ def main() -> None:
     readers = [subprocess.Popen([sys.executable, "-c", READER, str(real), "20"], stdout=subprocess.PIPE, text=True)
                for _ in range(args.actors)]
     totals = [int(r.stdout.readline()) for r in readers]  # every reader has read every image
-    pids = [p for r in readers for p in descendants(r.pid)]
+    pids = [p for r in readers for p in sorted(process_tree(r.pid))]
     results["readers"] = {**memory(pids, ".flower-difmaml-cache"), "same-sum": len(set(totals)) == 1}
     for r in readers:
         r.kill()

@@ -38,27 +38,12 @@ from flower_difmaml.server_app import app as difmaml_server_app
 from flower_difmaml.runner.results import read_metrics
 from flower_difmaml.runner.vectorized import all_agents, run_vectorized
 
+from processes import process_tree  # benchmarks/processes.py
+
 RESULTS = Path(__file__).parent / "results" / "round_time.json"
 ENGINE_TICK = 0.1  # s: flwr's simulation engine picks up queued messages every 0.1 s
 ACTORS = os.cpu_count() or 1  # one Ray actor per core (client-resources num-cpus = 1)
 ROUNDS = {10: 12, 100: 10, 1000: 7}
-
-
-def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(proc.name))
-    out, stack = set(), [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            out.add(child)
-            stack.append(child)
-    return out
 
 
 def pss_bytes(pids: set[int]) -> int:
@@ -84,7 +69,7 @@ class PeakMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, pss_bytes({os.getpid()} | descendants(os.getpid())))
+            self.peak = max(self.peak, pss_bytes(process_tree(os.getpid())))
             self._stop.wait(0.5)
 
     def __exit__(self, *exc: object) -> None:
