@@ -9,7 +9,7 @@ agent's own distribution), steps 0, 1 and 10 of adaptation (lr 0.4): 2 x 4 x 100
   first metrics.jsonl line's wall-seconds (the recorder's clock starts as the run folder is
   made). Its peak resident memory (VmHWM) is read in that process at the end.
 - bare: per agent, ``vmap`` over its tasks in chunks of 25, of a functional Conv-4 written
-  here (conv, batch statistics norm, ReLU, 2x2 max-pool with ceil, linear head), torch's
+  here (conv, batch statistics norm, ReLU, 2x2 max-pool that floors, linear head), torch's
   default threads, the same tasks and initial model; the same accuracies to 1e-5.
 
 Then the default image setting (``task='digits'`` and nothing else: 10 agents, 5-way
@@ -84,7 +84,7 @@ def conv4(p: dict, x: torch.Tensor) -> torch.Tensor:
         var = ((x - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
         x = (x - mean) * (p[f"features.{4 * i + 1}.weight"].view(1, -1, 1, 1) / torch.sqrt(var + 1e-5))
         x = torch.relu(x + p[f"features.{4 * i + 1}.bias"].view(1, -1, 1, 1))
-        x = F.max_pool2d(x, 2, ceil_mode=True)
+        x = F.max_pool2d(x, 2)  # floor, as the authors' Conv-4 (models.Conv4)
     return x.flatten(1) @ p["head.weight"].T + p["head.bias"]
 
 
