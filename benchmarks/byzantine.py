@@ -49,7 +49,7 @@ def one_run(rounds: int, rule: str, attack: str, seed: int, heterogeneity: str, 
         keys.update(byzantine_fraction=FRACTION, attack=attack)
     name = f"{rule}-{attack}-seed{seed}"
     config = RunConfig(
-        num_rounds=rounds, eval_every=100, seed=seed, heterogeneity=heterogeneity, results_dir=root, run_name=name, **keys
+        num_rounds=rounds, eval_every=100, eval_tasks=100, seed=seed, heterogeneity=heterogeneity, results_dir=root, run_name=name, **keys
     )
     start = time.perf_counter()
     try:

@@ -50,7 +50,7 @@ def main() -> None:
             for fault in chosen:
                 for seed in seeds:
                     name = f"{strategy}-{fault.replace(' ', '')}-{seed}"
-                    change = {"num_rounds": args.rounds, **FAULTS[fault]}
+                    change = {"num_rounds": args.rounds, "eval_tasks": 100, **FAULTS[fault]}
                     config = RunConfig(strategy=strategy, seed=seed, results_dir=tmp, run_name=name, **change)
                     final = run_vectorized(config, 10, progress=lambda line: None)["final"]
                     lines = read_metrics(Path(tmp) / name)[1:]

@@ -65,7 +65,7 @@ def one_run(rounds: int, part: str, name: str, attacked: bool, seed: int, root: 
     if attacked:
         keys = {**keys, "byzantine": byzantine, "attack": "random"}
     folder = f"{part}-{name}-{attacked}-{seed}".replace(" ", "_").replace(":", "-")
-    config = RunConfig(num_rounds=rounds, eval_every=50, seed=seed, results_dir=root, run_name=folder, **keys)
+    config = RunConfig(num_rounds=rounds, eval_every=50, eval_tasks=100, seed=seed, results_dir=root, run_name=folder, **keys)
     start = time.perf_counter()
     try:
         run_vectorized(config, 10, progress=lambda line: None)

@@ -58,9 +58,9 @@ LMS = dict(task="linear-regression", heterogeneity="gmrf", inner_steps=0, tasks_
            eval_tasks=1, eval_inner_steps=1, checkpoint_every=0)
 TWO_PHASE = dict(num_rounds=6000, graph_warmup=3000, meta_lr=0.0025, dims=100, noise_std=3.0, eval_every=250)
 GRAPH_ETA = 0.1  # (b): eta of every multitask run, chosen on seed 0 among 0.01, 0.03, 0.1 (see learned_graph.md)
-SINUSOID = dict(heterogeneity="clusters", clusters=2, num_rounds=500, checkpoint_every=0)
+SINUSOID = dict(heterogeneity="clusters", clusters=2, num_rounds=500, eval_tasks=100, checkpoint_every=0)
 LEARNED = dict(strategy="learned-graph", graph_warmup=100, graph_reestimate_every=100)
-ORACLE = dict(heterogeneity="clusters", topology="erdos-renyi", topology_p=0.4, num_rounds=600, checkpoint_every=0)
+ORACLE = dict(heterogeneity="clusters", topology="erdos-renyi", topology_p=0.4, num_rounds=600, eval_tasks=100, checkpoint_every=0)
 ORACLE_SETTINGS = ((10, 2, 1), (12, 3, 3), (20, 2, 1))  # agents, clusters, topology-seed
 
 

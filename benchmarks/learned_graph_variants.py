@@ -19,7 +19,7 @@ this can concern).
 """
 import sys, json, time, numpy as np, scipy.sparse as sp
 from concurrent.futures import ProcessPoolExecutor
-BASE = dict(heterogeneity="clusters", clusters=2, topology="erdos-renyi", topology_p=0.4, num_rounds=600,
+BASE = dict(heterogeneity="clusters", clusters=2, topology="erdos-renyi", topology_p=0.4, num_rounds=600, eval_tasks=100,
             checkpoint_every=0, results_dir="/tmp/learned_graph_variants")
 
 def run(name, seed, variant=None, agents=10, **keys):

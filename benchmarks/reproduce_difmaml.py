@@ -27,11 +27,11 @@ OUT = Path(__file__).parent / "results" / "reproduce_difmaml"
 STRATEGIES = ["dif-maml", "fedavg-maml", "non-coop"]
 SEEDS = [0, 1, 2]
 SETTINGS = {
-    "a": (RunConfig(num_rounds=5000, eval_every=250), 10),
+    "a": (RunConfig(num_rounds=5000, eval_every=250, eval_tasks=100), 10),
     "b": (
         RunConfig(
             topology="difmaml-paper", combination="uniform", heterogeneity="amplitude", tasks_per_agent=1,
-            meta_optimizer="adam", meta_lr=0.001, inner_lr=0.01, inner_steps=1, num_rounds=20000, eval_every=1000,
+            meta_optimizer="adam", meta_lr=0.001, inner_lr=0.01, inner_steps=1, num_rounds=20000, eval_every=1000, eval_tasks=100,
         ),
         6,
     ),

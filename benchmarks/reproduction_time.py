@@ -39,7 +39,7 @@ def main() -> None:
         for engine in engines:
             engine_start = time.perf_counter()
             for strategy in STRATEGIES:
-                config = RunConfig(strategy=strategy, num_rounds=args.rounds, results_dir=tmp, run_name=f"{engine}-{strategy}",
+                config = RunConfig(strategy=strategy, num_rounds=args.rounds, eval_tasks=100, results_dir=tmp, run_name=f"{engine}-{strategy}",
                                    compile=engine == "vectorized-compiled")
                 start = time.perf_counter()
                 if engine == "flower":

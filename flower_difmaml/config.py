@@ -60,7 +60,7 @@ class RunConfig:
     diffusion_order: str = field(default="atc", **_choice(*DIFFUSION_ORDERS))
     num_rounds: int = field(default=500, **_range(1))
     eval_every: int = field(default=50, **_range(1))
-    eval_tasks: int = field(default=0, **_range(0))  # 0: the task family's own (sinusoid 100, images 20)
+    eval_tasks: int = field(default=0, **_range(0))  # 0: the task family's own (20 for the built-in ones)
     final_eval_tasks: int = field(default=600, **_range(0))  # the last evaluation: at least this many tasks in all
     seed: int = field(default=0, **_range(0, 2**32 - 1))  # a 32-bit word of the keyed draws
     results_dir: str = "~/flower-difmaml-results"

@@ -74,7 +74,10 @@ class ParamLayout:
         """Inverse of :meth:`vector`: tensors of shapes (..., *shape) in the model's dtype, on its device."""
         if vector.shape[-1:] != (self.size,):
             raise ValueError(f"model vector has shape {vector.shape}; expected (..., {self.size})")
-        flat = torch.from_numpy(np.array(vector, dtype=self.numpy_dtype)).to(self.device)
+        vector = np.asarray(vector, dtype=self.numpy_dtype)
+        if not vector.flags.writeable:  # torch shares only writeable memory (a message's, a broadcast, are not)
+            vector = vector.copy()
+        flat = torch.from_numpy(vector).to(self.device)  # on the CPU: the same memory, not a copy
         lead = tuple(flat.shape[:-1])
         out, start = {}, 0
         for name, shape in zip(self.names, self.shapes):

@@ -112,6 +112,8 @@ def test_last_evaluation_draws_the_literatures_600_tasks_over_the_network(tmp_pa
     assert MetaLearner.from_config(config, 4).final_tasks() == 6  # eval-tasks is more than 20/4
     assert MetaLearner.from_config(config.replace(final_eval_tasks=600), 4).final_tasks() == 150
     assert MetaLearner.from_config(config.replace(final_eval_tasks=0), 4).final_tasks() == 6
+    main_job = MetaLearner.from_config(RunConfig(), 10)  # eval-tasks 0: 20 at every evaluation, 60 at the last
+    assert (main_job.config.eval_tasks, main_job.final_tasks()) == (20, 60)
     run_vectorized(config.replace(final_eval_tasks=40), 4, progress=lambda line: None)
     lines = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [line.get("tasks-per-agent") for line in lines] == [6, 6, 10]

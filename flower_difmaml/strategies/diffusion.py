@@ -85,16 +85,21 @@ class DifMAML(MetaStrategy):
         return AgentModels(np.arange(self.num_agents), start)
 
     def aggregate_train(self, round_: int, models: Mapping[int, np.ndarray], num_tasks: Mapping[int, int]) -> None:
-        replied = np.zeros(self.num_agents, dtype=bool)
-        phi = self.models.copy()
-        if models:
-            replies = AgentModels.of(models)
-            replied[replies.ids], phi[replies.ids] = True, replies.rows
+        replies = AgentModels.of(models)
+        if len(replies) == self.num_agents and np.array_equal(replies.ids, np.arange(self.num_agents)):
+            replied, phi = np.ones(self.num_agents, dtype=bool), replies.rows  # every agent, in order: no copy
+        else:
+            replied, phi = np.zeros(self.num_agents, dtype=bool), self.models.copy()
+            if models:
+                replied[replies.ids], phi[replies.ids] = True, replies.rows
         if self.combine_then_adapt:
             self.models, self.arrived = phi, replied
         else:
             combined = self._combine(round_, phi, replied)
-            self.models[replied] = combined[replied]
+            if replied.all():
+                self.models = combined
+            else:
+                self.models[replied] = combined[replied]
 
     def current_models(self) -> np.ndarray:
         return self.models

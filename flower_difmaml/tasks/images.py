@@ -117,9 +117,8 @@ class FewShotImages:
     DEFAULT_DTYPE = torch.float32
     DEFAULT_HETEROGENEITY = "classes"  # each agent its window of the classes (the Dif-MAML authors' README)
     KEYS: tuple[str, ...] = ("n-way", "filters", "rotations")
-    # eval-tasks = 0: an evaluation task costs about three training tasks (ten first-order steps
-    # against one second-order step), so 20 a source keep a default run's evaluating under a third
-    EVAL_TASKS = 20
+    # eval-tasks = 0: the default 20 (tasks.base.EVAL_TASKS): an image evaluation task costs about
+    # three training tasks (ten first-order steps against one second-order step)
     metric_names = ("acc", "loss")
 
     def __init__(
