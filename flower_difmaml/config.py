@@ -78,7 +78,7 @@ class RunConfig:
     dtype: str = field(default="auto", **_choice(*DTYPES))
     device: str = "cpu"  # checked by devices.check_device (spelling); resolved where the agents compute
     compile: bool = False  # vectorised engine only: torch.compile the agents' meta-step
-    chunk_memory_mb: int = field(default=1024, **_range(1))  # what one vmapped call may hold (estimated)
+    chunk_memory_mb: int = field(default=512, **_range(1))  # what one vmapped call may hold (estimated)
     filters: int = field(default=64, **_range(1))
     rotations: bool = True
     data_dir: str = "~/flower-difmaml-data"
