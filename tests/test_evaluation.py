@@ -103,8 +103,10 @@ def test_image_chunks_come_from_memory_not_a_task_count() -> None:
                             (learner.train_task_bytes, learner.train_chunk)):
         assert 1e8 < per_task < 5e8
         assert chunk == max(1, 2**29 // per_task) and 1 <= chunk < learner.config.tasks_per_agent
-    sinusoid = MetaLearner.from_config(RunConfig(), 10)
+    sinusoid = MetaLearner.from_config(RunConfig(dtype="float32"), 10)
     assert sinusoid.train_chunk >= TRAIN_AGENTS_PER_CHUNK * sinusoid.config.tasks_per_agent  # 256 agents a call
+    sinusoid = MetaLearner.from_config(RunConfig(), 10)  # float64: over 128 agents a call, never a part of one's tasks
+    assert sinusoid.train_chunk >= TRAIN_AGENTS_PER_CHUNK // 2 * sinusoid.config.tasks_per_agent
 
 
 def test_last_evaluation_draws_the_literatures_600_tasks_over_the_network(tmp_path) -> None:
