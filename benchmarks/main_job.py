@@ -78,7 +78,8 @@ def main() -> None:
                    "--seeds", "0", "--out", out, "-c", f"{REPRODUCTION} results-dir='{out}'"]
         seconds = timed(command)
         shutil.rmtree(out)
-        result["reproduction"] = {"command": " ".join(command[:-3]) + f' -c "{REPRODUCTION}"', "command_s": seconds, "goal_s": 180}
+        shown = " ".join(command[:command.index("--out")]) + f' -c "{REPRODUCTION}"'
+        result["reproduction"] = {"command": shown, "command_s": seconds, "goal_s": 180}
         print(json.dumps(result["reproduction"]), flush=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 
