@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flower_difmaml.agent_models import AgentModels
 from flower_difmaml.strategies import DifMAML, FedAvgMAML, NonCooperative
 
 
@@ -14,6 +15,23 @@ def test_atc_combines_neighbour_replies_with_column_weights() -> None:
     # w_1 = 0.25 phi_0 + 0.5 phi_1 + 0.25 phi_2 = (1.5, 4.5)
     np.testing.assert_allclose(strategy.current_models()[1], [1.5, 4.5])
     np.testing.assert_allclose(strategy.current_models()[0], [2.0, 4.0])
+
+
+def test_a_round_where_every_agent_replies_in_order_equals_one_in_any_order() -> None:
+    """Every agent's reply, in agent order, is combined as it came (no copy); in another order
+    it goes through the general path: the same models to the bit, in ATC and CTA, over rounds."""
+    rng = np.random.default_rng(0)
+    A = rng.random((5, 5)) * (rng.random((5, 5)) < 0.6) + np.eye(5)
+    A /= A.sum(axis=0)
+    for cta in (False, True):
+        in_order, shuffled = DifMAML(np.ones(3), A, cta), DifMAML(np.ones(3), A, cta)
+        for round_ in (1, 2, 3):
+            phi = {k: rng.normal(size=3) for k in range(5)}
+            in_order.aggregate_train(round_, AgentModels(np.arange(5), np.stack([phi[k] for k in range(5)])), {})
+            shuffled.aggregate_train(round_, {k: phi[k] for k in (3, 1, 4, 0, 2)}, {})
+            np.testing.assert_array_equal(in_order.current_models(), shuffled.current_models())
+            np.testing.assert_array_equal(np.stack(list(in_order.train_plan(round_ + 1).values())),
+                                          np.stack(list(shuffled.train_plan(round_ + 1).values())))
 
 
 def test_cta_models_are_the_replies() -> None:
