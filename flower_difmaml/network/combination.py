@@ -25,7 +25,6 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from ..agent_models import AgentModels
 from ..errors import ConfigError, did_you_mean, one_line
@@ -146,23 +145,10 @@ def product_weights(A: sp.csc_array, dtype: np.dtype) -> np.ndarray | sp.csr_arr
     return weights.astype(dtype).T
 
 
-def weighted_product(weights: np.ndarray | sp.csr_array, models: np.ndarray) -> np.ndarray:
-    """``weights @ models`` for :func:`product_weights`' weights: a sparse product in scipy, a
-    dense one in torch, on torch's threads (those the meta-step computes on; numpy's BLAS
-    threads spin after a product and take the cores from it: the vectorised engine keeps them
-    at one). N = 1000, Erdos-Renyi p = 0.3, 1761 float32 parameters, 2 cores: 12 ms, numpy on
-    one thread 22 ms."""
-    if sp.issparse(weights):
-        return weights @ models
-    if not models.flags.writeable:  # torch shares only writeable memory (a message's is not)
-        models = models.copy()
-    return torch.from_numpy(weights).matmul(torch.from_numpy(models)).numpy()
-
-
 def combine(A: sp.csc_array, models: np.ndarray) -> np.ndarray:
     """W = A^T Phi: row k is w_k = sum_l a_lk phi_l, for the models phi_l in the rows of
     ``models`` (N, P), computed in the models' dtype; a sparse product where A is sparse."""
-    return weighted_product(product_weights(A, models.dtype), models)
+    return product_weights(A, models.dtype) @ models
 
 
 def weighted_mean(models: Mapping[int, np.ndarray], weights: Mapping[int, float]) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..agent_models import AgentModels
-from ..network.combination import combine, neighbourhood, product_weights, restricted_combination, weighted_product
+from ..network.combination import combine, neighbourhood, product_weights, restricted_combination
 from .base import MetaStrategy
 
 
@@ -72,7 +72,7 @@ class DifMAML(MetaStrategy):
                 return combine(restricted, models)
             if self._weights is None or self._weights[0] is not A:  # combine(A, .)'s A^T, made once for a fixed A
                 self._weights = (A, product_weights(A, models.dtype))
-            return weighted_product(self._weights[1], models)
+            return self._weights[1] @ models
         combined = models.copy()
         for k in range(self.num_agents):
             reached = [l for l in neighbourhood(A, k) if senders[l]]
