@@ -126,8 +126,10 @@ def test_float32_images_give_the_same_numbers_in_both_engines(flower_runs: Path,
     in a max-pool or a ReLU that flips sends the gradient elsewhere). Measured on this config
     without failures: metrics equal to 1e-6 relative for rounds 0-2, then after round 3 model
     weights up to 1.7e-3 apart and one accuracy in 72 flipped. float64 agrees to 3e-15. So the
-    test compares 2 rounds, with SGD: every evaluation within 5e-3 relative (measured: 8.6e-4 at
-    worst, a loss after 3 fine-tuning steps), models within 1e-4 (measured: 5.5e-6).
+    test compares 2 rounds, with SGD: every evaluation mean within 5e-3 relative (measured: 8.6e-4
+    at worst, a loss after 3 fine-tuning steps; 5.6e-4 on an AVX-512 CPU), its 95 % interval within
+    2e-2 (the spread of 3 tasks amplifies their differences: 5.6e-3 for full-loss-3-ci95 on the
+    AVX-512 CPU), models within 1e-4 (measured: 5.5e-6).
     (Not with Adam: its first step is lr * sign(g), so a weight whose gradient is round-off
     moves by +-lr in either engine: models 0.025 apart after 2 rounds, metrics still equal.)"""
     name = "digits-float32"
@@ -137,7 +139,8 @@ def test_float32_images_give_the_same_numbers_in_both_engines(flower_runs: Path,
     assert sum(line["failed"] for line in read_metrics(flower_runs / name)[1:]) > 0
     for flower_line, vectorized_line in zip(read_metrics(flower_runs / name), read_metrics(tmp_path / name)):
         for key in flower:
-            assert vectorized_line[key] == pytest.approx(flower_line[key], rel=5e-3, abs=1e-6), (flower_line["round"], key)
+            rel = 2e-2 if key.endswith("-ci95") else 5e-3
+            assert vectorized_line[key] == pytest.approx(flower_line[key], rel=rel, abs=1e-6), (flower_line["round"], key)
     models = np.load(flower_runs / name / "models.npy")
     assert models.dtype == np.float32  # messages, replies and files in the run's dtype
     np.testing.assert_allclose(np.load(tmp_path / name / "models.npy"), models, rtol=0, atol=1e-4)
