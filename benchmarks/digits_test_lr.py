@@ -14,15 +14,14 @@ import tempfile
 import time
 
 import numpy as np
-import torch
 
 from digits_conv4 import SETTING  # benchmarks/digits_conv4.py
+from digits_untrained import AGENTS, STEPS, TASKS, accuracy_after_steps  # benchmarks/digits_untrained.py
 from flower_difmaml.config import RunConfig
 from flower_difmaml.learner import MetaLearner
-from flower_difmaml.meta.maml import metrics_after_adaptation
 from flower_difmaml.runner.vectorized import run_vectorized
 
-AGENTS, TASKS, STEPS, TEST_LRS = 4, 50, (0, 1, 10), (0.4, 0.1)
+TEST_LRS = (0.4, 0.1)
 
 
 def main() -> None:
@@ -38,12 +37,7 @@ def main() -> None:
             batch = learner.evaluation_batches(range(AGENTS))["full"]
             models = np.load(f"{root}/{strategy}-{seed}/models.npy")
             for lr in TEST_LRS:
-                accuracy = torch.stack([
-                    metrics_after_adaptation(learner.model, learner.layout.params(models[k]), batch.agent(k), inner_lr=lr,
-                                             steps=STEPS, loss_fn=learner.family.loss_fn, metrics=learner.family.metrics,
-                                             chunk_size=25)["acc"].mean(0)
-                    for k in range(AGENTS)
-                ]).mean(0).tolist()
+                accuracy = accuracy_after_steps(learner, lambda k: learner.layout.params(models[k]), batch, lr)
                 shown = " ".join(f"acc-{s} {a:.3f}" for s, a in zip(STEPS, accuracy))
                 print(f"{strategy} seed {seed}, test lr {lr}: {shown} (trained in {trained:.0f} s)", flush=True)
 

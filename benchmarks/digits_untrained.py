@@ -39,6 +39,16 @@ def pytorch_initialised(seed: int) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in model.named_parameters()}
 
 
+def accuracy_after_steps(learner: MetaLearner, params_of, batch, lr: float) -> list[float]:
+    """The accuracy after each of STEPS SGD steps at test lr ``lr``, the mean over the agents of
+    ``batch`` (stacked, one row an agent); ``params_of(k)``: agent k's parameters."""
+    return torch.stack([
+        metrics_after_adaptation(learner.model, params_of(k), batch.agent(k), inner_lr=lr, steps=STEPS,
+                                 loss_fn=learner.family.loss_fn, metrics=learner.family.metrics, chunk_size=25)["acc"].mean(0)
+        for k in range(batch.x_support.shape[0])
+    ]).mean(0).tolist()
+
+
 def main() -> None:
     learner = MetaLearner.from_config(RunConfig(**SETTING, eval_tasks=TASKS), AGENTS)
     batch = learner.evaluation_batches(range(AGENTS))["full"]
@@ -46,12 +56,7 @@ def main() -> None:
     for lr in (0.4, 0.1):
         for name, params in inits.items():
             start = time.perf_counter()
-            accuracy = torch.stack([
-                metrics_after_adaptation(learner.model, params, batch.agent(k), inner_lr=lr, steps=STEPS,
-                                         loss_fn=learner.family.loss_fn, metrics=learner.family.metrics,
-                                         chunk_size=25)["acc"].mean(0)
-                for k in range(AGENTS)
-            ]).mean(0).tolist()
+            accuracy = accuracy_after_steps(learner, lambda k: params, batch, lr)
             shown = " ".join(f"acc-{s} {a:.3f}" for s, a in zip(STEPS, accuracy))
             print(f"init {name}, test lr {lr}: {shown} ({time.perf_counter() - start:.0f} s, {AGENTS * TASKS} tasks)", flush=True)
 
