@@ -304,7 +304,7 @@ def test_sparse_combination_equals_the_dense_product_and_scales() -> None:
             assert combined.dtype == dtype
             np.testing.assert_allclose(combined, A.toarray().T @ phi, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-5)
     message = phi.copy()
-    message.flags.writeable = False  # a model decoded from a Flower message: torch cannot share it
+    message.flags.writeable = False  # a model decoded from a Flower message is read-only
     np.testing.assert_array_equal(combine(A, message), combine(A, phi))
     ring = metropolis_weights(make_graph("ring", 100_000))
     assert ring.nnz == 300_000 and np.allclose(ring.sum(axis=0), 1.0) and ring[0, 1] == pytest.approx(1 / 3)
