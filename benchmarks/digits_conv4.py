@@ -8,6 +8,7 @@ weights, heterogeneity 'classes', 5-way 1-shot, 5 queries, 2 tasks per agent per
     python benchmarks/digits_conv4.py                                   # seeds 0-2, both strategies
     python benchmarks/digits_conv4.py --name final-600 --final-eval-tasks 600
     python benchmarks/digits_conv4.py --name variant --seeds 0 -c "eval-inner-steps=10"
+    python benchmarks/digits_conv4.py --name test-lr-0.1 --final-eval-tasks 600 -c "eval-inner-lr=0.1"
 
 Runs in the vectorised engine (``run_in_process``) with ``compare``; writes
 benchmarks/results/digits_conv4/<name>/ (runs, comparison.md/.csv, plots, wall_seconds.json).
@@ -46,7 +47,6 @@ def main() -> None:
                         help="tasks over the network in the last evaluation (the project's default is 600)")
     parser.add_argument("-c", "--run-config", default="", help="more keys, 'key=value ...' (a variant)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     keys = {**SETTING, "final_eval_tasks": args.final_eval_tasks}
     keys.update({k.replace("-", "_"): v for k, v in parse_overrides(args.run_config).items()})
     config = RunConfig(**keys)

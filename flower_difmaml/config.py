@@ -74,6 +74,7 @@ class RunConfig:
     inner_lr: float = field(default=0.01, **_range(0.0, None, low_open=True))
     inner_steps: int = field(default=1, **_range(0))
     eval_inner_steps: int = field(default=10, **_range(1))
+    eval_inner_lr: float = field(default=0.0, **_range(0.0))  # the test-time step; 0: inner-lr
     first_order: bool = False
     dtype: str = field(default="auto", **_choice(*DTYPES))
     device: str = "cpu"  # checked by devices.check_device (spelling); resolved where the agents compute

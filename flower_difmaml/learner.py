@@ -356,17 +356,21 @@ class MetaLearner:
         """Training tasks in one vmap call: as many as key ``chunk-memory-mb`` holds (at least one)."""
         return max(1, self._chunk_bytes // self.train_task_bytes)
 
+    @property
+    def test_lr(self) -> float:
+        """The fine-tuning step of every evaluation: key ``eval-inner-lr``, or ``inner-lr`` where it is 0."""
+        return self.config.eval_inner_lr or self.config.inner_lr
+
     def evaluation_per_task(self, params: Params, batch: TaskBatch, steps: Sequence[int]) -> dict[str, Tensor]:
-        """The family's metrics of each task after ``steps`` fine-tuning steps (lr ``inner-lr``),
+        """The family's metrics of each task after ``steps`` fine-tuning steps (lr ``test_lr``),
         stacked parameters and batches of A agents: {metric: (A, T, len(steps))}. Computed
         in calls of at most ``evaluation_chunk`` tasks: whole agents at a time where an
         agent's tasks fit in one call, else one agent at a time in chunks of its tasks."""
         chunk, num_agents, num_tasks = self.evaluation_chunk, batch.x_support.shape[0], batch.x_support.shape[1]
-        c = self.config
 
         def per_agent(p: Params, b: TaskBatch, chunk_size: int | None = None) -> dict[str, Tensor]:
             return metrics_after_adaptation(
-                self.model, p, b, inner_lr=c.inner_lr, steps=steps, loss_fn=self.family.loss_fn,
+                self.model, p, b, inner_lr=self.test_lr, steps=steps, loss_fn=self.family.loss_fn,
                 metrics=self.family.metrics, chunk_size=chunk_size,
             )
 
@@ -384,11 +388,11 @@ class MetaLearner:
         return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
     def evaluate_batch(self, params: Params, batch: TaskBatch, steps: Sequence[int]) -> dict[str, Tensor]:
-        """The family's metrics after ``steps`` fine-tuning steps (lr ``inner-lr``), mean over
+        """The family's metrics after ``steps`` fine-tuning steps (lr ``test_lr``), mean over
         the batch's tasks: {metric: (len(steps),)}."""
         return evaluate_after_adaptation(
             self.model, params, batch,
-            inner_lr=self.config.inner_lr, steps=steps, loss_fn=self.family.loss_fn, metrics=self.family.metrics,
+            inner_lr=self.test_lr, steps=steps, loss_fn=self.family.loss_fn, metrics=self.family.metrics,
         )
 
     def evaluate(self, params: Params, agent: int, steps: Sequence[int]) -> dict[str, Tensor]:

@@ -60,7 +60,7 @@ def test_from_mapping_round_trips() -> None:
         ({"participation": 1.2}, r"participation: 1.2 out of range; allowed: \(0.0, 1.0\]"),
         ({"run-name": "a/b"}, "run-name: 'a/b' must be a plain folder name"),
         ({"inner_lr": 0.1}, r"inner_lr: unknown key \(did you mean 'inner-lr'\?\); allowed: aggregation, attack, attack-scale, byzantine, byzantine-fraction, channels, checkpoint-every,"),
-        ({"inner-lrr": 0.1}, r"inner-lrr: unknown key \(did you mean 'inner-lr'\?\); allowed: aggregation,"),
+        ({"inner-lrr": 0.1}, r"inner-lrr: unknown key \(did you mean 'inner-lr' or 'eval-inner-lr'\?\); allowed: aggregation,"),
         ({"colour": "red"}, "colour: unknown key; allowed: aggregation,"),  # nothing near: no suggestion
         ({"meta-optimizer": "adamw"}, r"meta-optimizer: unknown 'adamw' \(did you mean 'adam'\?\); allowed: sgd, adam"),
         ({"topology": "rng"}, r"topology: unknown 'rng' \(did you mean 'ring'\?\); allowed: ring, complete,"),

@@ -128,3 +128,22 @@ def test_last_evaluation_draws_the_literatures_600_tasks_over_the_network(tmp_pa
     assert markdown([row]).splitlines()[-1] == "| dif-maml | 1 | 1.5 ± 0 [±0.25] |"
     line = {"train-loss": 2.0, "full-mse-1": 1.5, "full-mse-1-ci95": 0.25, "disagreement": 0.0}
     assert "full-mse-1 1.5000 ±0.25 " in progress_line(2, 4, line, 1.0, 2, ("full-mse-1",))
+
+
+def test_evaluation_adapts_with_eval_inner_lr_and_with_inner_lr_where_it_is_zero() -> None:
+    """Key ``eval-inner-lr`` is the test-time step of every evaluation path (the block's
+    per-task metrics and the one-agent mean); 0 means ``inner-lr``; training is untouched."""
+    by_lr = {}
+    for eval_lr in (0.0, 0.01, 0.05):
+        learner = MetaLearner.from_config(RunConfig(**TINY, eval_inner_lr=eval_lr), 2)
+        vector = learner.initial_vector() + np.random.default_rng(0).normal(0, 0.1, learner.layout.size)
+        models = {0: vector, 1: vector}
+        replies = AgentBlock(learner, range(2)).evaluate(EvaluateRequest(1, models, (0, 1, 3)))
+        batch = learner.evaluation_batches([1])["full"].agent(0)
+        params = learner.layout.params(vector)
+        by_hand = metrics_after_adaptation(learner.model, params, batch, inner_lr=eval_lr or 0.01, steps=(0, 1, 3))
+        np.testing.assert_allclose(replies.metrics["full-mse"][1], by_hand["loss"].mean(0).numpy(), rtol=1e-12)
+        np.testing.assert_allclose(learner.evaluate(params, 1, (0, 1, 3))["full-mse"].numpy(), by_hand["loss"].mean(0).numpy(), rtol=1e-12)
+        by_lr[eval_lr] = replies.metrics["full-mse"][1]
+    np.testing.assert_array_equal(by_lr[0.0], by_lr[0.01])  # TINY's inner-lr
+    assert by_lr[0.05][0] == by_lr[0.01][0] and not np.allclose(by_lr[0.05][1:], by_lr[0.01][1:])
