@@ -5,6 +5,10 @@ What the round loop, an agent block, the codec and a strategy hand each other: r
 agent, as it would a dict (``models[k]``, ``models.items()``: rows are views, not copies);
 the engines and the built-in rules take ``ids`` and ``rows`` whole, so a round has no
 per-agent Python and no stacking copy on its hot path.
+
+``rows`` is a numpy array (messages, checkpoints, the Flower engine) or a torch tensor on the
+device the agents compute on (the vectorised engine's tensor-native rounds on a GPU); the
+helpers below let one rule's code serve both.
 """
 
 from __future__ import annotations
@@ -12,17 +16,53 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
+import torch
+
+Rows = np.ndarray | torch.Tensor  # stacked flat models, (n, P)
+
+
+def on_host(rows: Rows) -> np.ndarray:
+    """``rows`` as a numpy array: itself where it is one, else the tensor off its device (a
+    CPU tensor's own memory, not a copy). What messages, checkpoints and results hold."""
+    return rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else rows
+
+
+def dtype_of(rows: Rows) -> np.dtype:
+    """The numpy dtype of ``rows`` (a tensor's float32 is numpy's float32)."""
+    return torch.empty((), dtype=rows.dtype).numpy().dtype if isinstance(rows, torch.Tensor) else rows.dtype
+
+
+def as_rows_of(array: np.ndarray | Rows, like: Rows) -> Rows:
+    """``array`` (a copy) as the kind of ``like``: a numpy array, or a tensor on ``like``'s device
+    in its dtype."""
+    if isinstance(like, torch.Tensor):
+        return torch.as_tensor(array).to(like.device, like.dtype, copy=True)
+    return np.array(on_host(array), dtype=like.dtype)
+
+
+def broadcast_rows(model: np.ndarray | torch.Tensor, num: int) -> Rows:
+    """``model`` (P,) as ``num`` read-only rows (num, P) of the same memory (no copy)."""
+    if isinstance(model, torch.Tensor):
+        return model.expand(num, model.shape[0])
+    return np.broadcast_to(model, (num, model.size))
+
+
+def index_for(index: np.ndarray, rows: Rows) -> np.ndarray | torch.Tensor:
+    """An integer or boolean numpy ``index`` into ``rows`` (to read or to assign), on ``rows``'
+    device where ``rows`` is a tensor."""
+    return torch.from_numpy(np.asarray(index)).to(rows.device) if isinstance(rows, torch.Tensor) else index
 
 
 class AgentModels(Mapping[int, np.ndarray]):
-    """Row i of ``rows`` is agent ``ids[i]``'s flat model (ids distinct, in any order)."""
+    """Row i of ``rows`` (an array or a tensor) is agent ``ids[i]``'s flat model (ids distinct,
+    in any order)."""
 
     __slots__ = ("ids", "rows", "_index")
 
-    def __init__(self, ids: Sequence[int] | np.ndarray, rows: np.ndarray) -> None:
+    def __init__(self, ids: Sequence[int] | np.ndarray, rows: Rows) -> None:
         self.ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if np.ndim(rows) != 2 or len(rows) != len(self.ids):
-            raise ValueError(f"AgentModels: rows of shape {np.shape(rows)} for {len(self.ids)} agents")
+            raise ValueError(f"AgentModels: rows of shape {tuple(np.shape(rows))} for {len(self.ids)} agents")
         self.rows = rows
         self._index: dict[int, int] | None = None
 
@@ -40,11 +80,11 @@ class AgentModels(Mapping[int, np.ndarray]):
         if np.all(self.ids[1:] > self.ids[:-1]):
             return self
         order = np.argsort(self.ids, kind="stable")
-        return AgentModels(self.ids[order], self.rows[order])
+        return AgentModels(self.ids[order], self.rows[index_for(order, self.rows)])
 
     def select(self, keep: np.ndarray) -> AgentModels:
         """The agents where the boolean mask ``keep`` (one entry a row) is True."""
-        return AgentModels(self.ids[keep], self.rows[keep])
+        return AgentModels(self.ids[keep], self.rows[index_for(keep, self.rows)])
 
     def __getitem__(self, agent: int) -> np.ndarray:
         if self._index is None:
@@ -58,4 +98,4 @@ class AgentModels(Mapping[int, np.ndarray]):
         return len(self.ids)
 
     def __repr__(self) -> str:
-        return f"AgentModels(agents {self.ids.tolist()}, rows {np.shape(self.rows)})"
+        return f"AgentModels(agents {self.ids.tolist()}, rows {tuple(np.shape(self.rows))})"

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.func import vmap
 
-from .agent_models import AgentModels
+from .agent_models import AgentModels, as_rows_of, on_host
 from .config import ConfigError, RunConfig
 from .learner import MetaLearner
 from .meta import TaskBatch
@@ -159,9 +159,10 @@ def _cat(parts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 class AgentBlock:
     """Agents ``agents`` of a run: their states, and their computation in one vmapped call."""
 
-    def __init__(self, learner: MetaLearner, agents: Sequence[int]) -> None:
+    def __init__(self, learner: MetaLearner, agents: Sequence[int], on_device: bool = False) -> None:
         self.learner = learner
         self.agents = tuple(agents)
+        self.on_device = on_device  # reply adapted models as tensors on the learner's device (tensor-native rounds)
         self._row = {k: i for i, k in enumerate(self.agents)}
         self.initial_state = learner.initial_optimizer_state
         # every agent's meta-optimizer state, stacked in block order (made at the first step),
@@ -241,10 +242,11 @@ class AgentBlock:
             for n, v in new_state.items():
                 stacked[n][state_rows] = v
             self._touched[state_rows.cpu().numpy()] = bool(self.initial_state)
-        vectors = self.learner.layout.vector(new_params)
+        layout = self.learner.layout
+        vectors = layout.flat(new_params) if self.on_device else layout.vector(new_params)
         for k in sorted(self.learner.byzantine.intersection(agents)):
             i = int(np.searchsorted(ids, k))
-            vectors[i] = self.learner.sent_model(vectors[i], k, round_)
+            vectors[i] = as_rows_of(self.learner.sent_model(on_host(vectors[i]), k, round_), vectors[i])
         tasks = config.tasks_per_agent
         return TrainReplies(
             models=AgentModels(agents, vectors),

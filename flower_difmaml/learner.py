@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
+from .agent_models import on_host
 from .config import ConfigError, RunConfig
 from .devices import resolve_device
 from .meta import MetaOptimizer, Params, TaskBatch, make_meta_optimizer, meta_gradient
@@ -61,23 +62,29 @@ class ParamLayout:
     def size(self) -> int:
         return sum(math.prod(s) for s in self.shapes)
 
-    def vector(self, params: Params) -> np.ndarray:
-        """The parameters in layout order, concatenated, shape (..., P), in the model's dtype.
-
-        Leading dimensions (e.g. agents, for stacked parameters) are kept.
-        """
+    def flat(self, params: Params) -> Tensor:
+        """The parameters in layout order, concatenated, shape (..., P), in the model's dtype,
+        on its device. Leading dimensions (e.g. agents, for stacked parameters) are kept."""
         first = params[self.names[0]]
         lead = tuple(first.shape[: first.ndim - len(self.shapes[0])])
-        return torch.cat([params[n].detach().reshape(*lead, -1) for n in self.names], dim=-1).cpu().numpy()
+        return torch.cat([params[n].detach().reshape(*lead, -1) for n in self.names], dim=-1)
 
-    def params(self, vector: np.ndarray) -> Params:
-        """Inverse of :meth:`vector`: tensors of shapes (..., *shape) in the model's dtype, on its device."""
-        if vector.shape[-1:] != (self.size,):
-            raise ValueError(f"model vector has shape {vector.shape}; expected (..., {self.size})")
-        vector = np.asarray(vector, dtype=self.numpy_dtype)
-        if not vector.flags.writeable:  # torch shares only writeable memory (a message's, a broadcast, are not)
-            vector = vector.copy()
-        flat = torch.from_numpy(vector).to(self.device)  # on the CPU: the same memory, not a copy
+    def vector(self, params: Params) -> np.ndarray:
+        """:meth:`flat` on the host, as numpy (what messages and checkpoints hold)."""
+        return on_host(self.flat(params))
+
+    def params(self, vector: np.ndarray | Tensor) -> Params:
+        """Inverse of :meth:`vector` (and :meth:`flat`): tensors of shapes (..., *shape) in the
+        model's dtype, on its device."""
+        if tuple(vector.shape[-1:]) != (self.size,):
+            raise ValueError(f"model vector has shape {tuple(vector.shape)}; expected (..., {self.size})")
+        if isinstance(vector, Tensor):
+            flat = vector.to(self.device, self.dtype)  # on its device already: itself
+        else:
+            vector = np.asarray(vector, dtype=self.numpy_dtype)
+            if not vector.flags.writeable:  # torch shares only writeable memory (a message's, a broadcast, are not)
+                vector = vector.copy()
+            flat = torch.from_numpy(vector).to(self.device)  # on the CPU: the same memory, not a copy
         lead = tuple(flat.shape[:-1])
         out, start = {}, 0
         for name, shape in zip(self.names, self.shapes):

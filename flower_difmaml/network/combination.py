@@ -25,8 +25,9 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
+import torch
 
-from ..agent_models import AgentModels
+from ..agent_models import AgentModels, Rows, dtype_of
 from ..errors import ConfigError, did_you_mean, one_line
 from .graphs import closed_degrees
 
@@ -137,27 +138,39 @@ def restricted_combination(
     return (weights + sp.diags_array((totals <= 0).astype(np.float64))).tocsc()
 
 
-def product_weights(A: sp.csc_array, dtype: np.dtype) -> np.ndarray | sp.csr_array:
-    """A^T in ``dtype``, the left operand of :func:`combine`: dense where A is denser than
-    ``DENSE_PRODUCT_DENSITY``, else sparse (a strategy with a fixed A keeps it)."""
+def product_weights(A: sp.csc_array, like: Rows) -> np.ndarray | sp.csr_array | torch.Tensor:
+    """A^T in the dtype of the models ``like``, the left operand of :func:`combine`: dense where
+    A is denser than ``DENSE_PRODUCT_DENSITY``, else sparse (a strategy with a fixed A keeps
+    it); for models that are a tensor, a tensor on their device (sparse: COO)."""
     density = A.nnz / max(1, A.shape[0] * A.shape[1])
-    weights = A.toarray() if density > DENSE_PRODUCT_DENSITY else A
-    return weights.astype(dtype).T
+    dense = density > DENSE_PRODUCT_DENSITY
+    weights = (A.toarray() if dense else A).astype(dtype_of(like)).T
+    if not isinstance(like, torch.Tensor):
+        return weights
+    if dense:
+        return torch.from_numpy(np.ascontiguousarray(weights)).to(like.device)
+    coo = sp.coo_array(weights)
+    indices = torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))
+    return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), size=coo.shape, check_invariants=False).coalesce().to(like.device)
 
 
-def combine(A: sp.csc_array, models: np.ndarray) -> np.ndarray:
+def combine(A: sp.csc_array, models: Rows) -> Rows:
     """W = A^T Phi: row k is w_k = sum_l a_lk phi_l, for the models phi_l in the rows of
-    ``models`` (N, P), computed in the models' dtype; a sparse product where A is sparse."""
-    return product_weights(A, models.dtype) @ models
+    ``models`` (N, P), computed in the models' dtype (an array, or a tensor on its device);
+    a sparse product where A is sparse."""
+    return product_weights(A, models) @ models
 
 
-def weighted_mean(models: Mapping[int, np.ndarray], weights: Mapping[int, float]) -> np.ndarray:
+def weighted_mean(models: Mapping[int, np.ndarray], weights: Mapping[int, float]) -> Rows:
     """sum_k n_k x_k / sum_k n_k over the agents of ``models`` (FedAvg's average; n_k =
-    ``weights[k]``, e.g. the number of tasks), in the models' dtype. The sum runs over the
-    agents in ascending order (one order for every engine and block split)."""
+    ``weights[k]``, e.g. the number of tasks), in the models' dtype (the sum in float64). The
+    sum runs over the agents in ascending order (one order for every engine and block split)."""
     stacked = AgentModels.of(models).ascending()
     n = np.array([weights[k] for k in stacked], dtype=np.float64)
-    return (n @ stacked.rows / n.sum()).astype(stacked.rows.dtype)
+    rows = stacked.rows
+    if isinstance(rows, torch.Tensor):
+        return (torch.from_numpy(n).to(rows.device) @ rows.double() / n.sum()).to(rows.dtype)
+    return (n @ rows / n.sum()).astype(rows.dtype)
 
 
 def neighbourhood(A: sp.csc_array, k: int) -> np.ndarray:

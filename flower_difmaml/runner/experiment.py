@@ -12,6 +12,7 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
+from ..agent_models import on_host
 from ..config import ConfigError, RunConfig
 from ..learner import MetaLearner
 from ..network import WEIGHTED
@@ -210,7 +211,7 @@ def run_experiment(
             stopped.run_dir, stopped.config = run_dir, config
             stop.stopped = stopped
             raise
-    np.save(run_dir / "models.npy", strategy.current_models())
+    np.save(run_dir / "models.npy", on_host(strategy.current_models()))
     for name, array in strategy.artifacts().items():
         np.save(run_dir / f"{name}.npy", array)
     summary = recorder.finish(config.num_rounds)

@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
+import torch
 
-from ..agent_models import AgentModels
+from ..agent_models import AgentModels, dtype_of, on_host
 from ..block import (
     CombineReplies, CombineRequest, EvaluateReplies, EvaluateRequest, TrainReplies, TrainRequest,
 )
@@ -87,8 +88,12 @@ def rejected(models: Mapping[int, np.ndarray], size: int, dtype: np.dtype = np.d
     row in one call."""
     if isinstance(models, AgentModels):
         rows = models.rows
-        if not len(models) or (isinstance(rows, np.ndarray) and rows.dtype == dtype and rows.shape[1:] == (size,)
-                               and np.isfinite(rows).all()):
+        if isinstance(rows, torch.Tensor):  # tensor-native rounds: checked on the device
+            if not len(models) or (dtype_of(rows) == dtype and rows.shape[1:] == (size,) and bool(torch.isfinite(rows).all())):
+                return {}
+            models = AgentModels(models.ids, on_host(rows))
+        elif not len(models) or (isinstance(rows, np.ndarray) and rows.dtype == dtype and rows.shape[1:] == (size,)
+                                 and np.isfinite(rows).all()):
             return {}
     problems = {agent: reply_problem(model, size, dtype) for agent, model in models.items()}
     return {agent: f"reply rejected: {problem}" for agent, problem in problems.items() if problem is not None}
@@ -101,8 +106,9 @@ def checked(replies: TrainReplies, size: int, dtype: np.dtype = np.dtype(np.floa
     if not bad:
         return replies
     keep = [k for k in replies.models if k not in bad]
+    models = replies.models
     return TrainReplies(
-        models={k: replies.models[k] for k in keep},
+        models=models.select(np.isin(models.ids, keep)) if isinstance(models, AgentModels) else {k: models[k] for k in keep},
         num_tasks={k: replies.num_tasks[k] for k in keep},
         losses={k: replies.losses[k] for k in keep},
         agent_seconds=replies.agent_seconds,
@@ -169,13 +175,14 @@ def run_rounds(
     into every evaluation line as ``classes``.
     """
     start = time.perf_counter()
-    size, dtype = strategy.current_models().shape[1], strategy.current_models().dtype
+    size, dtype = np.shape(strategy.current_models())[1], dtype_of(strategy.current_models())
     shown = (f"full-{headline}-1", f"full-{headline}-{max(reported_steps)}", f"own-{headline}-1")
     silent = 0
 
     def evaluate(round_: int, steps: Sequence[int], tasks: int) -> dict:
-        models = strategy.current_models()
-        replies = agents.evaluate(EvaluateRequest(round_, AgentModels(np.arange(len(models)), models), tuple(steps), tasks))
+        rows = strategy.current_models()
+        replies = agents.evaluate(EvaluateRequest(round_, AgentModels(np.arange(len(rows)), rows), tuple(steps), tasks))
+        models = on_host(rows)  # results leave the device
         keys = (*evaluation_keys, *(final_keys if round_ == num_rounds else ()))
         curves = evaluation_arrays(replies.metrics, keys, len(models), len(steps))
         sd = evaluation_arrays(replies.sd, keys, len(models), len(steps))
@@ -241,7 +248,7 @@ def combine_on_agents(
     Byzantine neighbour) links they kept, and with ``groups`` the share of the links to
     others they kept that stay inside the agent's group (``kept-same-group``)."""
     replies = agents.combine(CombineRequest(round_, plan))
-    failed = {**replies.failed, **rejected(replies.models, size, strategy.current_models().dtype)}
+    failed = {**replies.failed, **rejected(replies.models, size, dtype_of(strategy.current_models()))}
     warn(round_, failed)
     models = {k: m for k, m in replies.models.items() if k not in failed}
     strategy.aggregate_combine(round_, models, {k: replies.running_losses[k] for k in models})

@@ -21,13 +21,23 @@ from ..learner import MetaLearner
 from .experiment import run_experiment, set_up_run
 
 
-def all_agents(learner: MetaLearner) -> AgentBlock:
-    """The vectorised engine's agents: one block of all of them."""
-    return AgentBlock(learner, range(learner.num_agents))
+def all_agents(learner: MetaLearner, on_device: bool = False) -> AgentBlock:
+    """The vectorised engine's agents: one block of all of them (``on_device``: replying
+    tensors on the learner's device)."""
+    return AgentBlock(learner, range(learner.num_agents), on_device=on_device)
 
 
-def run_vectorized(config: RunConfig, num_agents: int, *, progress: Callable[[str], None] = print) -> dict:
+def run_vectorized(
+    config: RunConfig, num_agents: int, *, progress: Callable[[str], None] = print, tensor_rounds: bool | None = None
+) -> dict:
     """Run ``config`` on ``num_agents`` agents in this process; returns the summary.
+
+    Tensor-native rounds (``tensor_rounds``; None: where the agents compute on a GPU and the
+    strategy's rule works on tensors, ``MetaStrategy.tensor_models``): the models, the
+    optimizer states and the combination stay on the agents' device from round to round;
+    models leave it only for evaluation results, checkpoints and the results files. On the
+    CPU the numpy models share the tensors' memory already, and numpy's product is the faster
+    one (2 cores), so there they are off unless asked for.
 
     numpy's BLAS (the strategies' combination) runs on one thread here: its idle threads
     spin after each product and take the cores from torch's meta-step that follows (on 2
@@ -35,4 +45,8 @@ def run_vectorized(config: RunConfig, num_agents: int, *, progress: Callable[[st
     """
     with threadpool_limits(limits=1, user_api="blas"):
         setup = set_up_run(config, num_agents)
-        return run_experiment(setup, all_agents, progress=progress, extra={"engine": "vectorized"})
+        if tensor_rounds is None:
+            tensor_rounds = setup.learner.device.type != "cpu"
+        on_device = tensor_rounds and setup.strategy.tensor_models
+        return run_experiment(setup, lambda learner: all_agents(learner, on_device), progress=progress,
+                              extra={"engine": "vectorized", "tensor-rounds": on_device})

@@ -63,6 +63,9 @@ class MetaStrategy(ABC):
     """The server-side rule for agents ``k = 0..N-1``; ``name`` labels its runs."""
 
     name: str
+    # True where the rule's code works on torch tensors as on numpy arrays (``agent_models``'
+    # helpers): the vectorised engine then keeps the models on the agents' device, round to round
+    tensor_models: bool = False
 
     def __init__(self, num_agents: int) -> None:
         self.num_agents = num_agents
@@ -88,7 +91,8 @@ class MetaStrategy(ABC):
 
     @abstractmethod
     def current_models(self) -> np.ndarray:
-        """Every agent's current model w_k, shape (N, P)."""
+        """Every agent's current model w_k, shape (N, P) (with ``tensor_models``: the replies'
+        kind, an array or a tensor on the agents' device)."""
 
     def round_metrics(self, round_: int) -> dict[str, float]:
         """Extra numbers for round ``round_``'s line in metrics.jsonl (none by default)."""

@@ -22,11 +22,12 @@ instead of the weighted sum.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..agent_models import AgentModels
+from ..agent_models import AgentModels, Rows, as_rows_of, index_for, on_host
 from ..network.combination import combine, neighbourhood, product_weights, restricted_combination
 from .base import MetaStrategy
 
@@ -58,11 +59,16 @@ class DifMAML(MetaStrategy):
             raise ValueError(f"combination: shape {first.shape} does not match {self.num_agents} agents")
         self.combine_then_adapt = combine_then_adapt
         self.aggregate = aggregate
-        self.models = np.tile(np.asarray(initial), (self.num_agents, 1))  # w_k, in the run's dtype
+        # w_k, in the run's dtype: a numpy array, or a tensor on the agents' device once they reply so
+        self.models: Rows = np.tile(np.asarray(initial), (self.num_agents, 1))
         self.arrived = np.ones(self.num_agents, dtype=bool)  # CTA: whose w_k came in last round
-        self._weights: tuple[sp.sparray, np.ndarray | sp.sparray] | None = None  # (A, its product_weights)
+        self._weights: tuple[sp.sparray, str, Any] | None = None  # (A, the models' kind, its product_weights)
 
-    def _combine(self, round_: int, models: np.ndarray, senders: np.ndarray) -> np.ndarray:
+    @property
+    def tensor_models(self) -> bool:
+        return self.aggregate is None  # the robust aggregates are numpy code
+
+    def _combine(self, round_: int, models: Rows, senders: np.ndarray) -> Rows:
         """Row k: sum_l a'_lk models_l over the senders, weights renormalised (or the robust
         aggregate of the senders in N_k); models_k if no model reached k."""
         A = self.combination_at(round_)
@@ -70,9 +76,10 @@ class DifMAML(MetaStrategy):
             restricted = restricted_combination(A, senders=senders)
             if restricted is not A:
                 return combine(restricted, models)
-            if self._weights is None or self._weights[0] is not A:  # combine(A, .)'s A^T, made once for a fixed A
-                self._weights = (A, product_weights(A, models.dtype))
-            return self._weights[1] @ models
+            kind = f"{type(models).__name__} on {getattr(models, 'device', 'cpu')}"  # numpy, or a tensor's device
+            if self._weights is None or self._weights[0] is not A or self._weights[1] != kind:  # combine(A, .)'s A^T, made once for a fixed A
+                self._weights = (A, kind, product_weights(A, models))
+            return self._weights[2] @ models
         combined = models.copy()
         for k in range(self.num_agents):
             reached = [l for l in neighbourhood(A, k) if senders[l]]
@@ -88,20 +95,20 @@ class DifMAML(MetaStrategy):
         replies = AgentModels.of(models)
         if len(replies) == self.num_agents and np.array_equal(replies.ids, np.arange(self.num_agents)):
             replied, phi = np.ones(self.num_agents, dtype=bool), replies.rows  # every agent, in order: no copy
-        else:
-            replied, phi = np.zeros(self.num_agents, dtype=bool), self.models.copy()
+        else:  # a copy of the models, of the replies' kind, with the replies in their rows
+            replied, phi = np.zeros(self.num_agents, dtype=bool), as_rows_of(self.models, replies.rows if models else self.models)
             if models:
-                replied[replies.ids], phi[replies.ids] = True, replies.rows
+                replied[replies.ids], phi[index_for(replies.ids, phi)] = True, replies.rows
         if self.combine_then_adapt:
             self.models, self.arrived = phi, replied
         else:
             combined = self._combine(round_, phi, replied)
-            if replied.all():
-                self.models = combined
-            else:
-                self.models[replied] = combined[replied]
+            if not replied.all():  # an agent that did not reply keeps its model
+                kept = index_for(~replied, combined)
+                combined[kept] = phi[kept]
+            self.models = combined
 
-    def current_models(self) -> np.ndarray:
+    def current_models(self) -> Rows:
         return self.models
 
     def round_metrics(self, round_: int) -> dict[str, float]:
@@ -109,7 +116,7 @@ class DifMAML(MetaStrategy):
         return {"links-down": links_down(round_)} if links_down else {}
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"models": self.models.copy(), "arrived": self.arrived.copy()}
+        return {"models": on_host(self.models).copy(), "arrived": self.arrived.copy()}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.models = np.array(state["models"])

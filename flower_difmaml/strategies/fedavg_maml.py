@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..agent_models import AgentModels
+from ..agent_models import AgentModels, Rows, broadcast_rows, on_host
 from ..network.combination import weighted_mean
 from ..network.faults import links_up
 from .base import MetaStrategy
@@ -27,6 +27,7 @@ class FedAvgMAML(MetaStrategy):
     """One global model, averaged over the sampled agents' replies."""
 
     name = "fedavg-maml"
+    tensor_models = True
 
     def __init__(
         self, num_agents: int, initial: np.ndarray, participation: float, seed: int, link_drop_prob: float = 0.0
@@ -51,14 +52,14 @@ class FedAvgMAML(MetaStrategy):
 
     def train_plan(self, round_: int) -> AgentModels:
         sampled = self.sample(round_)
-        return AgentModels(sampled, np.broadcast_to(self.global_model, (len(sampled), self.global_model.size)))
+        return AgentModels(sampled, broadcast_rows(self.global_model, len(sampled)))
 
     def aggregate_train(self, round_: int, models: Mapping[int, np.ndarray], num_tasks: Mapping[int, int]) -> None:
         if models:
             self.global_model = weighted_mean(models, num_tasks)
 
-    def current_models(self) -> np.ndarray:
-        return np.broadcast_to(self.global_model, (self.num_agents, self.global_model.size))
+    def current_models(self) -> Rows:
+        return broadcast_rows(self.global_model, self.num_agents)
 
     def round_metrics(self, round_: int) -> dict[str, float]:
         if self.link_drop_prob <= 0.0:
@@ -66,7 +67,7 @@ class FedAvgMAML(MetaStrategy):
         return {"links-down": int((~links_up(self.num_agents, self.seed, round_, self.link_drop_prob)).sum())}
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"global-model": self.global_model.copy()}
+        return {"global-model": on_host(self.global_model).copy()}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.global_model = np.array(state["global-model"])

@@ -45,6 +45,7 @@ class LearnedGraph(DifMAML):
     estimate on the support of ``support`` (the graph: its closed neighbourhoods)."""
 
     name = "learned-graph"
+    tensor_models = False  # numpy code: the graph estimate from the models
 
     def __init__(
         self,

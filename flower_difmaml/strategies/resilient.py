@@ -29,6 +29,8 @@ from .diffusion import DifMAML
 class ResilientDifMAML(DifMAML):
     """Relay for agent-side resilient combination; ``combination`` (A or A_i) gives N_k."""
 
+    tensor_models = False  # numpy code: the agents combine, on their side
+
     def __init__(self, initial: np.ndarray, combination: sp.csc_array | Callable[[int], sp.csc_array]) -> None:
         super().__init__(initial, combination)
         self.adapted: dict[int, np.ndarray] = {}  # phi_k of this round, from the agents that trained
