@@ -5,9 +5,11 @@
 # import no Flower, so the package runs from the working tree on PYTHONPATH. Results land in
 # $OUT (the device tool brings them back): commit them under benchmarks/results/.
 #
-#   1. the cuda-marked tests (CPU and GPU runs of one config agree; devices resolve)
+#   1. the cuda-marked tests (CPU and GPU runs of one config agree, the GPU run with tensor-native
+#      rounds; devices resolve)
 #   2. vectorized_round.py --device cuda: N = 10, 1000 (Erdős–Rényi) and 10,000, 100,000
 #      (small-world k = 4), engine through the CLI against the bare iteration
+#   3. tensor_rounds.py --device cuda: tensor-native rounds against numpy rounds, N = 1000, 10,000
 #
 # Goals (issue 24): one round at N = 10 at most 2 ms, N = 1000 at most 5 ms, N = 10,000 at most
 # 40 ms, N = 100,000 (sparse graph) at most 320 ms and 70 GB.
@@ -23,4 +25,6 @@ timeout 240 python3 -m pytest -q -m cuda tests/test_devices.py 2>&1 | tee "$OUT/
 (cd benchmarks && timeout 150 python3 vectorized_round.py --device cuda --agents 10,1000) 2>&1 | tee "$OUT/vectorized_round_cuda.log"
 (cd benchmarks && timeout 200 python3 vectorized_round.py --device cuda --agents 10000,100000 --topology small-world) 2>&1 \
     | tee "$OUT/vectorized_round_cuda_small_world.log"
+(cd benchmarks && timeout 150 python3 tensor_rounds.py --device cuda --agents 1000,10000) 2>&1 | tee "$OUT/tensor_rounds_cuda.log"
+cp benchmarks/results/tensor_rounds-cuda.json "$OUT"/ 2>/dev/null || true
 cp benchmarks/results/vectorized_round-cuda*.json "$OUT"/ 2>/dev/null || true

@@ -12,6 +12,8 @@ The vectorised engine is one block of all N agents in its process; a Flower Clie
 hosts the block of its node (``block_agents``: node m of M hosts a contiguous range), and
 ``flower.codec`` turns the same requests and replies into messages. Every draw is keyed
 by (seed, agent, round, stream), so a block of any size gives each agent the same numbers.
+Adapted models leave a block as numpy rows (messages), or, for the vectorised engine's
+tensor-native rounds (``on_device``), as one tensor on the device the agents computed on.
 
 Faults (``fail-prob``) are drawn per agent: a failing agent is left out of its block's
 reply, with the reason, and keeps its meta-optimizer state. A Byzantine agent runs this

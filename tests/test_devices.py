@@ -7,6 +7,8 @@ tested. The tests that compute on a GPU are marked ``cuda`` (deselected unless a
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +130,8 @@ def test_cuda_and_cpu_runs_of_one_config_agree(tmp_path: Path, name: str) -> Non
         for device in ("cpu", "cuda")
     }
     cpu, cuda = summaries["cpu"]["final"], summaries["cuda"]["final"]
+    assert json.loads((tmp_path / "cuda" / "config.json").read_text())["tensor-rounds"] is True  # models stayed on the GPU
+    assert json.loads((tmp_path / "cpu" / "config.json").read_text())["tensor-rounds"] is False
     assert cpu.keys() == cuda.keys()
     for key in cpu:
         assert cuda[key] == pytest.approx(cpu[key], rel=CUDA_TOLERANCE[name], abs=1e-6), key
