@@ -36,8 +36,8 @@ def run_vectorized(
     strategy's rule works on tensors, ``MetaStrategy.tensor_models``): the models, the
     optimizer states and the combination stay on the agents' device from round to round;
     models leave it only for evaluation results, checkpoints and the results files. On the
-    CPU the numpy models share the tensors' memory already, and numpy's product is the faster
-    one (2 cores), so there they are off unless asked for.
+    CPU the numpy models share the tensors' memory already and the rounds take the same time
+    (benchmarks/results/tensor_rounds.json), so there they are off unless asked for.
 
     numpy's BLAS (the strategies' combination) runs on one thread here: its idle threads
     spin after each product and take the cores from torch's meta-step that follows (on 2
