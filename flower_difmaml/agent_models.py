@@ -13,6 +13,7 @@ helpers below let one rule's code serve both.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -27,9 +28,15 @@ def on_host(rows: Rows) -> np.ndarray:
     return rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else rows
 
 
+@functools.cache
+def numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    """The numpy dtype of a torch dtype (float32 -> float32)."""
+    return torch.empty((), dtype=dtype).numpy().dtype
+
+
 def dtype_of(rows: Rows) -> np.dtype:
-    """The numpy dtype of ``rows`` (a tensor's float32 is numpy's float32)."""
-    return torch.empty((), dtype=rows.dtype).numpy().dtype if isinstance(rows, torch.Tensor) else rows.dtype
+    """The numpy dtype of ``rows``, an array or a tensor."""
+    return numpy_dtype(rows.dtype) if isinstance(rows, torch.Tensor) else rows.dtype
 
 
 def as_rows_of(array: np.ndarray | Rows, like: Rows) -> Rows:

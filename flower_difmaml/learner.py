@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from .agent_models import on_host
+from .agent_models import numpy_dtype, on_host
 from .config import ConfigError, RunConfig
 from .devices import resolve_device
 from .meta import MetaOptimizer, Params, TaskBatch, make_meta_optimizer, meta_gradient
@@ -28,7 +28,7 @@ from .network.attacks import attacked_model, byzantine_agents
 from .network.resilient import resilient_combine
 from .streams import DrawKey, Stream
 from .tasks import TaskFamily, family_class
-from .tasks.base import eval_tasks_of, heterogeneity_of, numpy_dtype
+from .tasks.base import eval_tasks_of, heterogeneity_of
 
 EVAL_ROUND = 0  # evaluation tasks are the same at every evaluation
 SOURCES = ("full", "own")  # evaluation tasks from the full distribution, and from the agent's own

@@ -82,19 +82,20 @@ def reply_problem(model: np.ndarray, size: int, dtype: np.dtype = np.dtype(np.fl
     return None
 
 
+def _all_finite(rows: np.ndarray | torch.Tensor) -> bool:
+    """No NaN or Inf in ``rows`` (a tensor checked on its device)."""
+    return bool(torch.isfinite(rows).all() if isinstance(rows, torch.Tensor) else np.isfinite(rows).all())
+
+
 def rejected(models: Mapping[int, np.ndarray], size: int, dtype: np.dtype = np.dtype(np.float64)) -> dict[int, str]:
     """Agent -> why its model cannot be used, for the malformed ones. Stacked models
     (``AgentModels``, what blocks reply) are checked whole: dtype and shape once, NaN/Inf a
     row in one call."""
-    if isinstance(models, AgentModels):
+    if isinstance(models, AgentModels) and isinstance(models.rows, np.ndarray | torch.Tensor):
         rows = models.rows
-        if isinstance(rows, torch.Tensor):  # tensor-native rounds: checked on the device
-            if not len(models) or (dtype_of(rows) == dtype and rows.shape[1:] == (size,) and bool(torch.isfinite(rows).all())):
-                return {}
-            models = AgentModels(models.ids, on_host(rows))
-        elif not len(models) or (isinstance(rows, np.ndarray) and rows.dtype == dtype and rows.shape[1:] == (size,)
-                                 and np.isfinite(rows).all()):
+        if not len(models) or (dtype_of(rows) == dtype and tuple(rows.shape[1:]) == (size,) and _all_finite(rows)):
             return {}
+        models = AgentModels(models.ids, on_host(rows))  # the reasons, row by row
     problems = {agent: reply_problem(model, size, dtype) for agent, model in models.items()}
     return {agent: f"reply rejected: {problem}" for agent, problem in problems.items() if problem is not None}
 

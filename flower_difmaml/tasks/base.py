@@ -37,7 +37,6 @@ data the family read (a line the run prints first).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
@@ -94,12 +93,6 @@ def cluster_groups(heterogeneity: str, num_agents: int, clusters: int) -> tuple[
 def check_clusters(clusters: int, num_agents: int) -> None:
     if not 1 <= clusters <= num_agents:
         raise ConfigError(f"clusters: {clusters} out of range; allowed: 1..{num_agents} (the number of agents)")
-
-
-@functools.cache
-def numpy_dtype(dtype: torch.dtype) -> np.dtype:
-    """The numpy dtype of a torch dtype (float32 -> float32)."""
-    return torch.empty((), dtype=dtype).numpy().dtype
 
 
 REQUIRED = ("HETEROGENEITY", "DEFAULT_DTYPE", "metric_names", "from_config", "make_model", "loss_fn", "metrics",
