@@ -47,6 +47,19 @@ def test_adam_state_is_flat_and_does_not_mutate_inputs() -> None:
     torch.testing.assert_close(new_params["a"], torch.full((2,), 0.9))
 
 
+def test_adam_state_lives_on_the_parameters_device_and_steps_stacked_agents_there() -> None:
+    """The vectorised engine stacks the state over agents and vmaps the step: a step count
+    left on the CPU beside moments on a GPU fails there ("meta" stands in for the GPU)."""
+    adam = Adam(0.1)
+    params = {"w": torch.zeros(3, 4, device="meta"), "b": torch.zeros(4, device="meta")}
+    state = adam.init(params)
+    assert {v.device.type for v in state.values()} == {"meta"}
+    stacked = {n: v.expand(5, *v.shape) for n, v in state.items()}
+    agents = {n: p.expand(5, *p.shape) for n, p in params.items()}
+    new_params, new_state = torch.func.vmap(adam.step)(agents, agents, stacked)
+    assert new_params["w"].shape == (5, 3, 4) and new_state["step"].device.type == "meta"
+
+
 def test_unknown_meta_optimizer_names_the_key() -> None:
     with pytest.raises(ValueError, match="meta-optimizer: unknown 'rmsprop'; allowed: sgd, adam"):
         make_meta_optimizer("rmsprop", 0.1)

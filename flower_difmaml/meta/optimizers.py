@@ -59,7 +59,10 @@ class Adam:
     eps: float = 1e-8
 
     def init(self, params: Params) -> OptimizerState:
-        state: OptimizerState = {"step": torch.zeros((), dtype=next(iter(params.values())).dtype)}
+        """Zero moments, and the step count t = 0 on the parameters' device (stacked over
+        agents, a count on another device than the moments cannot be vmapped)."""
+        first = next(iter(params.values()))
+        state: OptimizerState = {"step": torch.zeros((), dtype=first.dtype, device=first.device)}
         for n, p in params.items():
             state[f"exp_avg.{n}"] = torch.zeros_like(p)
             state[f"exp_avg_sq.{n}"] = torch.zeros_like(p)
