@@ -146,3 +146,51 @@ def test_a_one_layer_model_starts_from_the_seed_too() -> None:
     first = initial_parameters(torch.nn.Linear(5, 1), 3)["weight"]
     torch.testing.assert_close(initial_parameters(torch.nn.Linear(5, 1), 3)["weight"], first, rtol=0, atol=0)
     assert not torch.equal(initial_parameters(torch.nn.Linear(5, 1), 4)["weight"], first)
+
+
+def _launches(block, round_: int, models: dict) -> dict[str, int]:
+    """CUDA runtime calls that launch work in one training round of ``block``: kernels, graphs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from flower_difmaml.block import TrainRequest
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        block.train(TrainRequest(round_, models))
+        torch.cuda.synchronize()
+    names = [event.name for event in prof.events()]
+    return {kind: sum(kind in name for name in names) for kind in ("LaunchKernel", "GraphLaunch")}
+
+
+@pytest.mark.cuda
+def test_key_compile_on_a_gpu_replays_cuda_graphs_with_the_eager_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small N on a GPU is launch-bound; with key compile each step is one CUDA graph's replay
+    (``block.step_function``): the eager run's numbers, chunks of one round alive together,
+    no graph skipped, and a round launches fewer than half the eager round's kernels."""
+    import flower_difmaml.block as block
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(block, "TRAIN_AGENTS_PER_CHUNK", 2)  # 5 agents: chunks of 2, 2 and 1
+    config = RunConfig(device="cuda", results_dir=str(tmp_path), **CUDA_CONFIGS["sinusoid-adam-float64"])
+    counters.clear()
+    runs = {
+        name: run_vectorized(config.replace(run_name=name, compile=name == "graphed"), 5, progress=lambda line: None)
+        for name in ("eager", "graphed")
+    }
+    assert counters["inductor"]["cudagraph_skips"] == 0
+    for key, value in runs["eager"]["final"].items():
+        assert runs["graphed"]["final"][key] == pytest.approx(value, rel=1e-8, abs=1e-10), key
+    models = {name: np.load(tmp_path / name / "models.npy") for name in runs}
+    np.testing.assert_allclose(models["graphed"], models["eager"], rtol=0, atol=1e-9)
+
+    monkeypatch.setattr(block, "TRAIN_AGENTS_PER_CHUNK", 256)
+    launches = {}
+    for name in ("eager", "graphed"):
+        learner = MetaLearner.from_config(config.replace(compile=name == "graphed"), 10)
+        agents = block.AgentBlock(learner, range(10), on_device=True)
+        start = {k: learner.initial_vector() for k in range(10)}
+        for round_ in (1, 2, 3):  # compiled, recorded, replayed
+            agents.train(block.TrainRequest(round_, start))
+        launches[name] = _launches(agents, 4, start)
+    assert launches["graphed"]["GraphLaunch"] >= 1 and launches["eager"]["GraphLaunch"] == 0, launches
+    # the task draws and the copies in and out of the graph stay launches
+    assert launches["graphed"]["LaunchKernel"] < launches["eager"]["LaunchKernel"] / 2, launches

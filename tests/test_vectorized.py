@@ -90,3 +90,46 @@ def test_command_reports_a_bad_value_and_writes_nothing(tmp_path: Path, capsys: 
     assert main(["run", "-c", f"meta-optimizer='lbfgs' results-dir='{tmp_path}'"]) == 2
     assert "meta-optimizer: unknown 'lbfgs'; allowed: sgd, adam" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def _replayed(fn):
+    """``fn`` as a CUDA graph's replay gives it: each call writes its outputs into the memory
+    the last call of that shape wrote them to."""
+    memory: dict = {}
+
+    def replay(*args):
+        leaves, spec = torch.utils._pytree.tree_flatten(fn(*args))
+        buffers = memory.setdefault(tuple(t.shape for t in leaves), [torch.empty_like(t) for t in leaves])
+        for buffer, value in zip(buffers, leaves):
+            buffer.copy_(value)
+        return torch.utils._pytree.tree_unflatten(buffers, spec)
+
+    return replay
+
+
+def test_on_a_gpu_key_compile_replays_cuda_graphs_and_their_outputs_are_copied_out(monkeypatch) -> None:
+    """The step's kind: eager without key compile; compiled with it; on a GPU compiled in mode
+    "reduce-overhead" (CUDA graphs), its outputs copied out of the graphs' memory before the
+    next replay overwrites them: a block's chunks of one round, and the states it keeps. The
+    graphs' memory is simulated here; the GPU run itself is in tests/test_devices.py (cuda)."""
+    from flower_difmaml.block import step_function
+
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: modes.append(mode) or (_replayed(fn) if mode else fn))
+    config = RunConfig(meta_optimizer="adam", meta_lr=0.01, **TINY)
+    learner, to_compile = (MetaLearner.from_config(config.replace(compile=compile), 3) for compile in (False, True))
+    eager, graphed = all_agents(learner), all_agents(to_compile)
+    assert modes == [None]  # the CPU: compiled, no graphs
+    graphed._step = step_function(to_compile, cuda_graphs=True)
+    assert modes == [None, "reduce-overhead"]
+    eager.agents_per_call = graphed.agents_per_call = 1  # three chunks of one shape a round: one memory
+    models = {k: to_compile.initial_vector() for k in range(3)}
+    for round_ in (1, 2):
+        replies = {name: block.train(TrainRequest(round_, models)) for name, block in (("eager", eager), ("graphed", graphed))}
+        for k in range(3):
+            np.testing.assert_array_equal(replies["graphed"].models[k], replies["eager"].models[k])
+        assert replies["graphed"].losses == replies["eager"].losses
+        models = {k: replies["eager"].models[k] for k in range(3)}
+    for k in range(3):  # the Adam states the block kept across the rounds
+        for name, value in eager.states[k].items():
+            torch.testing.assert_close(graphed.states[k][name], value, rtol=0, atol=0)

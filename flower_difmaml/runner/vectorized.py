@@ -6,7 +6,8 @@ numbers (to float64 round-off). Computes on key ``device``. With key ``compile``
 meta-step of all agents is compiled by ``torch.compile`` (about 30 s; once more, for any
 number of agents, when that number first changes between rounds): the same numbers to float
 round-off, training rounds 1.6-3.3x faster on 2 CPU cores at N = 1000-10
-(benchmarks/results/vectorized_round.json).
+(benchmarks/results/vectorized_round.json); on a GPU each step is one CUDA graph's replay
+(``block.step_function``).
 """
 
 from __future__ import annotations
