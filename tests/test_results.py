@@ -9,7 +9,30 @@ import numpy as np
 import pytest
 
 from flower_difmaml.runner.plots import plot_run
-from flower_difmaml.runner.results import RunRecorder, evaluation_metrics, read_metrics, resolve_run_dir
+import torch
+
+from flower_difmaml.runner import results
+from flower_difmaml.runner.results import RunRecorder, disagreement, evaluation_metrics, read_metrics, resolve_run_dir
+
+
+def test_disagreement_in_chunks_on_arrays_and_tensors_equals_the_formula(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(1/n) sum_k ||w_k - w_bar||^2 over the kept rows, in float64 from float32 models: one
+    chunk gives the formula's numbers to the bit; chunks of 3 rows (the last one short), and
+    tensors, give them to float64 round-off."""
+    models = np.random.default_rng(0).normal(3.0, 1.0, size=(10, 7)).astype(np.float32)
+    keep = np.array([True] * 8 + [False, True])
+
+    def formula(rows: np.ndarray) -> float:
+        rows = rows.astype(np.float64)
+        return float(np.mean(np.sum((rows - rows.mean(axis=0)) ** 2, axis=1)))
+
+    assert disagreement(models) == formula(models)
+    assert disagreement(models, keep) == formula(models[keep])
+    assert np.isnan(disagreement(models, np.zeros(10, dtype=bool)))  # none kept
+    monkeypatch.setattr(results, "DISAGREEMENT_CHUNK_BYTES", 3 * 7 * 8)
+    for rows in (models, torch.from_numpy(models)):
+        assert disagreement(rows) == pytest.approx(formula(models), rel=1e-14)
+        assert disagreement(rows, keep) == pytest.approx(formula(models[keep]), rel=1e-14)
 
 
 def test_disagreement_and_means_by_hand() -> None:

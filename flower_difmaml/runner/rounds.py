@@ -187,7 +187,7 @@ def run_rounds(
         keys = (*evaluation_keys, *(final_keys if round_ == num_rounds else ()))
         curves = evaluation_arrays(replies.metrics, keys, len(models), len(steps))
         sd = evaluation_arrays(replies.sd, keys, len(models), len(steps))
-        metrics = evaluation_metrics(curves, steps, reported_steps, models, byzantine, sd, tasks)
+        metrics = evaluation_metrics(curves, steps, reported_steps, rows, byzantine, sd, tasks)  # on the models' device
         classes = {s: c for s, c in (evaluation_classes or {}).items() if any(k.startswith(f"{s}-") for k in keys)}
         return {**metrics, **(truth(models) if truth else {}), **({"classes": classes} if classes else {})}
 
