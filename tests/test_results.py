@@ -29,6 +29,8 @@ def test_disagreement_in_chunks_on_arrays_and_tensors_equals_the_formula(monkeyp
     assert disagreement(models) == formula(models)
     assert disagreement(models, keep) == formula(models[keep])
     assert np.isnan(disagreement(models, np.zeros(10, dtype=bool)))  # none kept
+    model = np.random.default_rng(1).normal(size=1761)  # FedAvg's rows, one model broadcast: round-off
+    assert disagreement(np.broadcast_to(model, (10, 1761))) == formula(np.tile(model, (10, 1)))  # only, summed in one order
     monkeypatch.setattr(results, "DISAGREEMENT_CHUNK_BYTES", 3 * 7 * 8)
     for rows in (models, torch.from_numpy(models)):
         assert disagreement(rows) == pytest.approx(formula(models), rel=1e-14)

@@ -104,7 +104,10 @@ def disagreement(models: Rows, keep: np.ndarray | None = None) -> float:
     def chunks() -> Iterator[Rows]:
         for i in range(0, num, rows):
             chunk = models[i : i + rows]
-            yield chunk.to(torch.float64) if isinstance(chunk, torch.Tensor) else chunk.astype(np.float64)
+            if isinstance(chunk, torch.Tensor):
+                yield chunk.to(torch.float64, memory_format=torch.contiguous_format)
+            else:  # row-major, also from broadcast rows (one model for all: FedAvg), so the sums run in one order
+                yield np.ascontiguousarray(chunk, dtype=np.float64)
 
     mean = sum(chunk.sum(0) for chunk in chunks()) / num
     squares = [((chunk - mean) ** 2).sum(1) for chunk in chunks()]  # one entry an agent
