@@ -4,7 +4,8 @@ What the round loop, an agent block, the codec and a strategy hand each other: r
 ``rows`` (n x P) is agent ``ids[i]``'s model w_k (or phi_k). A strategy may read it agent by
 agent, as it would a dict (``models[k]``, ``models.items()``: rows are views, not copies);
 the engines and the built-in rules take ``ids`` and ``rows`` whole, so a round has no
-per-agent Python and no stacking copy on its hot path.
+per-agent Python and no stacking copy on its hot path. ``AgentValues`` does the same for a
+reply's per-agent numbers (task counts, meta-losses).
 
 ``rows`` is a numpy array (messages, checkpoints, the Flower engine) or a torch tensor on the
 device the agents compute on (the vectorised engine's tensor-native rounds on a GPU); the
@@ -106,3 +107,40 @@ class AgentModels(Mapping[int, np.ndarray]):
 
     def __repr__(self) -> str:
         return f"AgentModels(agents {self.ids.tolist()}, rows {tuple(np.shape(self.rows))})"
+
+
+class AgentValues(Mapping[int, float]):
+    """Entry i of ``values`` is agent ``ids[i]``'s number (a task count, a meta-loss): a
+    reply's per-agent numbers as two arrays, read as a dict would be (``values[k]``, a Python
+    number), taken whole by the round loop and the rules (:func:`values_of`)."""
+
+    __slots__ = ("ids", "values", "_index")
+
+    def __init__(self, ids: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray) -> None:
+        self.ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        self.values = np.asarray(values).reshape(-1)
+        if len(self.values) != len(self.ids):
+            raise ValueError(f"AgentValues: {len(self.values)} values for {len(self.ids)} agents")
+        self._index: dict[int, int] | None = None
+
+    def __getitem__(self, agent: int) -> float:
+        if self._index is None:
+            self._index = {k: i for i, k in enumerate(self.ids.tolist())}
+        return self.values[self._index[agent]].item()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.ids.tolist())
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"AgentValues(agents {self.ids.tolist()}, values {self.values.tolist()})"
+
+
+def values_of(values: Mapping[int, float], ids: np.ndarray, dtype: np.dtype | type = np.float64) -> np.ndarray:
+    """The numbers of agents ``ids`` in that order, as an array of ``dtype``: from
+    ``AgentValues`` without per-agent Python where it holds them in that order."""
+    if isinstance(values, AgentValues) and np.array_equal(values.ids, ids):
+        return values.values.astype(dtype, copy=False)
+    return np.array([values[k] for k in ids.tolist()], dtype=dtype)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.func import vmap
 
-from .agent_models import AgentModels, as_rows_of, on_host
+from .agent_models import AgentModels, AgentValues, as_rows_of, on_host
 from .config import ConfigError, RunConfig
 from .learner import MetaLearner
 from .meta import TaskBatch
@@ -85,8 +85,8 @@ class TrainReplies:
     and, when asked, their new meta-optimizer states."""
 
     models: dict[int, np.ndarray]
-    num_tasks: dict[int, int]
-    losses: dict[int, float]
+    num_tasks: Mapping[int, int]
+    losses: Mapping[int, float]
     agent_seconds: float
     failed: dict[int, str] = field(default_factory=dict)
     states: OptimizerStates = field(default_factory=dict)
@@ -278,11 +278,10 @@ class AgentBlock:
         for k in sorted(self.learner.byzantine.intersection(agents)):
             i = int(np.searchsorted(ids, k))
             vectors[i] = as_rows_of(self.learner.sent_model(on_host(vectors[i]), k, round_), vectors[i])
-        tasks = config.tasks_per_agent
         return TrainReplies(
-            models=AgentModels(agents, vectors),
-            num_tasks=dict.fromkeys(agents, tasks),
-            losses=dict(zip(agents, losses.cpu().tolist())),
+            models=AgentModels(ids, vectors),
+            num_tasks=AgentValues(ids, np.full(len(ids), config.tasks_per_agent)),
+            losses=AgentValues(ids, losses.cpu().numpy()),
             agent_seconds=seconds,
             failed=failed,
             states=self.optimizer_states(agents) if request.return_states else {},

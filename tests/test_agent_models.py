@@ -53,3 +53,23 @@ def test_stacked_replies_are_checked_whole_and_a_nan_row_is_rejected() -> None:
     assert bad.failed == {1: "reply rejected: model has NaN or Inf entries"}
     wrong = checked(TrainReplies(AgentModels([0], np.zeros((1, 4), dtype=np.float32)), {0: 1}, {0: 0.5}, 0.0), 4)
     assert not wrong.models and "dtype float32" in wrong.failed[0]
+
+
+def test_a_replys_numbers_read_as_a_mapping_and_are_taken_whole() -> None:
+    """AgentValues: a reply's task counts and meta-losses as two arrays, read as a dict would
+    be (Python numbers); values_of and mean_loss take them without per-agent Python."""
+    from flower_difmaml.agent_models import AgentValues, values_of
+    from flower_difmaml.runner.rounds import mean_loss
+
+    losses = AgentValues([2, 5, 9], np.array([0.5, 1.5, 4.0], dtype=np.float32))
+    assert dict(losses) == {2: 0.5, 5: 1.5, 9: 4.0} and isinstance(losses[5], float) and 3 not in losses
+    assert np.shares_memory(values_of(losses, np.array([2, 5, 9]), np.float32), losses.values)  # whole, no copy
+    np.testing.assert_array_equal(values_of(losses, np.array([9, 2])), [4.0, 0.5])  # another order: by agent
+    np.testing.assert_array_equal(values_of({9: 4.0, 2: 0.5}, np.array([2, 9])), [0.5, 4.0])  # a dict (Flower's replies)
+    assert mean_loss(losses) == pytest.approx(2.0) and mean_loss(losses, frozenset({9})) == pytest.approx(1.0)
+    assert mean_loss(dict(losses), frozenset({9})) == mean_loss(losses, frozenset({9}))
+    assert mean_loss(losses, frozenset({2, 5, 9})) is None and mean_loss({}) is None
+    with pytest.raises(ValueError, match="2 values for 3 agents"):
+        AgentValues([1, 2, 3], [0.0, 1.0])
+    tasks = AgentValues([0, 1], [1, 3])  # FedAvg's weights n_k
+    np.testing.assert_allclose(weighted_mean(AgentModels([0, 1], np.array([[0.0], [4.0]])), tasks), [3.0])

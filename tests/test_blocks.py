@@ -124,6 +124,10 @@ def test_train_requests_and_replies_round_trip_through_the_codec() -> None:
     assert (decoded.num_tasks, decoded.losses, decoded.agent_seconds, decoded.failed) == (
         replies.num_tasks, replies.losses, replies.agent_seconds, replies.failed
     )
+    learner = _learner()  # a block's own replies: task counts and losses as arrays (AgentValues)
+    block = AgentBlock(learner, range(5)).train(TrainRequest(1, dict(enumerate(np.tile(learner.initial_vector(), (5, 1))))))
+    decoded = codec.decode_train_replies(codec.encode_train_replies(block))
+    assert decoded.losses == dict(block.losses) and decoded.num_tasks == dict.fromkeys(range(5), TINY["tasks_per_agent"])
     empty = codec.decode_train_replies(codec.encode_train_replies(TrainReplies({}, {}, {}, 0.0, {0: INJECTED_FAILURE})))
     assert empty.models == {} and empty.failed == {0: INJECTED_FAILURE}
 

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..agent_models import AgentModels, Rows, dtype_of
+from ..agent_models import AgentModels, Rows, dtype_of, values_of
 from ..errors import ConfigError, did_you_mean, one_line
 from .graphs import closed_degrees
 
@@ -166,7 +166,7 @@ def weighted_mean(models: Mapping[int, np.ndarray], weights: Mapping[int, float]
     ``weights[k]``, e.g. the number of tasks), in the models' dtype (the sum in float64). The
     sum runs over the agents in ascending order (one order for every engine and block split)."""
     stacked = AgentModels.of(models).ascending()
-    n = np.array([weights[k] for k in stacked], dtype=np.float64)
+    n = values_of(weights, stacked.ids)
     rows = stacked.rows
     if isinstance(rows, torch.Tensor):
         return (torch.from_numpy(n).to(rows.device) @ rows.double() / n.sum()).to(rows.dtype)

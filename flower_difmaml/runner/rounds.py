@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..agent_models import AgentModels, dtype_of, on_host
+from ..agent_models import AgentModels, AgentValues, dtype_of, on_host, values_of
 from ..block import (
     CombineReplies, CombineRequest, EvaluateReplies, EvaluateRequest, TrainReplies, TrainRequest,
 )
@@ -118,6 +118,13 @@ def checked(replies: TrainReplies, size: int, dtype: np.dtype = np.dtype(np.floa
     )
 
 
+def mean_loss(losses: Mapping[int, float], byzantine: frozenset[int] = frozenset()) -> float | None:
+    """The mean of the agents' meta-losses, Byzantine agents left out (None: no loss)."""
+    ids = losses.ids if isinstance(losses, AgentValues) else np.fromiter(losses, dtype=np.int64, count=len(losses))
+    values = values_of(losses, ids)[~np.isin(ids, list(byzantine))]
+    return float(np.mean(values)) if len(values) else None
+
+
 def progress_line(
     round_: int, num_rounds: int, line: dict, elapsed: float, done: int,
     keys: Sequence[str] = ("full-mse-1", "full-mse-10", "own-mse-1"),
@@ -213,9 +220,8 @@ def run_rounds(
             reasons = sorted(set(replies.failed.values()))
             raise RuntimeError(f"no agent replied in {silent} rounds in a row (up to round {round_}): {'; '.join(reasons)}")
         strategy.aggregate_train(round_, replies.models, replies.num_tasks)
-        normal_losses = [loss for k, loss in replies.losses.items() if k not in byzantine]
         line: dict = {
-            "train-loss": float(np.mean(normal_losses)) if normal_losses else None,
+            "train-loss": mean_loss(replies.losses, byzantine),
             "replies": len(replies.models),
             "failed": len(replies.failed),
             **strategy.round_metrics(round_),
