@@ -110,23 +110,23 @@ class AgentModels(Mapping[int, np.ndarray]):
 
 
 class AgentValues(Mapping[int, float]):
-    """Entry i of ``values`` is agent ``ids[i]``'s number (a task count, a meta-loss): a
+    """Entry i of ``numbers`` is agent ``ids[i]``'s number (a task count, a meta-loss): a
     reply's per-agent numbers as two arrays, read as a dict would be (``values[k]``, a Python
     number), taken whole by the round loop and the rules (:func:`values_of`)."""
 
-    __slots__ = ("ids", "values", "_index")
+    __slots__ = ("ids", "numbers", "_index")
 
-    def __init__(self, ids: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray) -> None:
+    def __init__(self, ids: Sequence[int] | np.ndarray, numbers: Sequence[float] | np.ndarray) -> None:
         self.ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        self.values = np.asarray(values).reshape(-1)
-        if len(self.values) != len(self.ids):
-            raise ValueError(f"AgentValues: {len(self.values)} values for {len(self.ids)} agents")
+        self.numbers = np.asarray(numbers).reshape(-1)  # not ``values``: that is the mapping's values()
+        if len(self.numbers) != len(self.ids):
+            raise ValueError(f"AgentValues: {len(self.numbers)} numbers for {len(self.ids)} agents")
         self._index: dict[int, int] | None = None
 
     def __getitem__(self, agent: int) -> float:
         if self._index is None:
             self._index = {k: i for i, k in enumerate(self.ids.tolist())}
-        return self.values[self._index[agent]].item()
+        return self.numbers[self._index[agent]].item()
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.ids.tolist())
@@ -135,12 +135,12 @@ class AgentValues(Mapping[int, float]):
         return len(self.ids)
 
     def __repr__(self) -> str:
-        return f"AgentValues(agents {self.ids.tolist()}, values {self.values.tolist()})"
+        return f"AgentValues(agents {self.ids.tolist()}, numbers {self.numbers.tolist()})"
 
 
 def values_of(values: Mapping[int, float], ids: np.ndarray, dtype: np.dtype | type = np.float64) -> np.ndarray:
     """The numbers of agents ``ids`` in that order, as an array of ``dtype``: from
     ``AgentValues`` without per-agent Python where it holds them in that order."""
     if isinstance(values, AgentValues) and np.array_equal(values.ids, ids):
-        return values.values.astype(dtype, copy=False)
+        return values.numbers.astype(dtype, copy=False)
     return np.array([values[k] for k in ids.tolist()], dtype=dtype)

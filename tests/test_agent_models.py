@@ -63,13 +63,14 @@ def test_a_replys_numbers_read_as_a_mapping_and_are_taken_whole() -> None:
 
     losses = AgentValues([2, 5, 9], np.array([0.5, 1.5, 4.0], dtype=np.float32))
     assert dict(losses) == {2: 0.5, 5: 1.5, 9: 4.0} and isinstance(losses[5], float) and 3 not in losses
-    assert np.shares_memory(values_of(losses, np.array([2, 5, 9]), np.float32), losses.values)  # whole, no copy
+    assert np.shares_memory(values_of(losses, np.array([2, 5, 9]), np.float32), losses.numbers)  # whole, no copy
+    assert sorted(losses.values()) == [0.5, 1.5, 4.0] and sum(AgentValues([0, 1], [2, 2]).values()) == 4  # a mapping's
     np.testing.assert_array_equal(values_of(losses, np.array([9, 2])), [4.0, 0.5])  # another order: by agent
     np.testing.assert_array_equal(values_of({9: 4.0, 2: 0.5}, np.array([2, 9])), [0.5, 4.0])  # a dict (Flower's replies)
     assert mean_loss(losses) == pytest.approx(2.0) and mean_loss(losses, frozenset({9})) == pytest.approx(1.0)
     assert mean_loss(dict(losses), frozenset({9})) == mean_loss(losses, frozenset({9}))
     assert mean_loss(losses, frozenset({2, 5, 9})) is None and mean_loss({}) is None
-    with pytest.raises(ValueError, match="2 values for 3 agents"):
+    with pytest.raises(ValueError, match="2 numbers for 3 agents"):
         AgentValues([1, 2, 3], [0.0, 1.0])
     tasks = AgentValues([0, 1], [1, 3])  # FedAvg's weights n_k
     np.testing.assert_allclose(weighted_mean(AgentModels([0, 1], np.array([[0.0], [4.0]])), tasks), [3.0])

@@ -14,7 +14,7 @@ from flwr.app import ArrayRecord, Context, RecordDict
 from flower_difmaml import client_app
 from flower_difmaml.block import (
     AgentBlock, CombineReplies, CombineRequest, EvaluateReplies, EvaluateRequest, TrainReplies, TrainRequest,
-    block_agents, num_agents_of,
+    block_agents, node_mean, num_agents_of,
 )
 from flower_difmaml.config import ConfigError, RunConfig
 from flower_difmaml.flower import agents as flower_agents
@@ -128,6 +128,9 @@ def test_train_requests_and_replies_round_trip_through_the_codec() -> None:
     block = AgentBlock(learner, range(5)).train(TrainRequest(1, dict(enumerate(np.tile(learner.initial_vector(), (5, 1))))))
     decoded = codec.decode_train_replies(codec.encode_train_replies(block))
     assert decoded.losses == dict(block.losses) and decoded.num_tasks == dict.fromkeys(range(5), TINY["tasks_per_agent"])
+    as_dicts = TrainReplies(dict(block.models), dict(block.num_tasks), dict(block.losses), 0.0)
+    for ours, theirs in zip(node_mean(block), node_mean(as_dicts)):  # what a node answers Flower's strategies
+        np.testing.assert_array_equal(ours, theirs)
     empty = codec.decode_train_replies(codec.encode_train_replies(TrainReplies({}, {}, {}, 0.0, {0: INJECTED_FAILURE})))
     assert empty.models == {} and empty.failed == {0: INJECTED_FAILURE}
 
