@@ -61,18 +61,40 @@ def index_for(index: np.ndarray, rows: Rows) -> np.ndarray | torch.Tensor:
     return torch.from_numpy(np.asarray(index)).to(rows.device) if isinstance(rows, torch.Tensor) else index
 
 
-class AgentModels(Mapping[int, np.ndarray]):
+class _ByAgent(Mapping):
+    """Entry i of an array is agent ``ids[i]``'s (ids distinct, in any order), read as a mapping
+    agent -> entry: what :class:`AgentModels` and :class:`AgentValues` share."""
+
+    __slots__ = ("ids", "_index")
+
+    def __init__(self, ids: Sequence[int] | np.ndarray) -> None:
+        self.ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        self._index: dict[int, int] | None = None
+
+    def _position(self, agent: int) -> int:
+        """Agent ``agent``'s entry i (the lookup table is made at the first read)."""
+        if self._index is None:
+            self._index = {k: i for i, k in enumerate(self.ids.tolist())}
+        return self._index[agent]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.ids.tolist())
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class AgentModels(_ByAgent, Mapping[int, np.ndarray]):
     """Row i of ``rows`` (an array or a tensor) is agent ``ids[i]``'s flat model (ids distinct,
     in any order)."""
 
-    __slots__ = ("ids", "rows", "_index")
+    __slots__ = ("rows",)
 
     def __init__(self, ids: Sequence[int] | np.ndarray, rows: Rows) -> None:
-        self.ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        super().__init__(ids)
         if np.ndim(rows) != 2 or len(rows) != len(self.ids):
             raise ValueError(f"AgentModels: rows of shape {tuple(np.shape(rows))} for {len(self.ids)} agents")
         self.rows = rows
-        self._index: dict[int, int] | None = None
 
     @classmethod
     def of(cls, models: Mapping[int, np.ndarray]) -> AgentModels:
@@ -95,44 +117,27 @@ class AgentModels(Mapping[int, np.ndarray]):
         return AgentModels(self.ids[keep], self.rows[index_for(keep, self.rows)])
 
     def __getitem__(self, agent: int) -> np.ndarray:
-        if self._index is None:
-            self._index = {k: i for i, k in enumerate(self.ids.tolist())}
-        return self.rows[self._index[agent]]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.ids.tolist())
-
-    def __len__(self) -> int:
-        return len(self.ids)
+        return self.rows[self._position(agent)]
 
     def __repr__(self) -> str:
         return f"AgentModels(agents {self.ids.tolist()}, rows {tuple(np.shape(self.rows))})"
 
 
-class AgentValues(Mapping[int, float]):
+class AgentValues(_ByAgent, Mapping[int, float]):
     """Entry i of ``numbers`` is agent ``ids[i]``'s number (a task count, a meta-loss): a
     reply's per-agent numbers as two arrays, read as a dict would be (``values[k]``, a Python
     number), taken whole by the round loop and the rules (:func:`values_of`)."""
 
-    __slots__ = ("ids", "numbers", "_index")
+    __slots__ = ("numbers",)  # not ``values``: that is the mapping's values()
 
     def __init__(self, ids: Sequence[int] | np.ndarray, numbers: Sequence[float] | np.ndarray) -> None:
-        self.ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        self.numbers = np.asarray(numbers).reshape(-1)  # not ``values``: that is the mapping's values()
+        super().__init__(ids)
+        self.numbers = np.asarray(numbers).reshape(-1)
         if len(self.numbers) != len(self.ids):
             raise ValueError(f"AgentValues: {len(self.numbers)} numbers for {len(self.ids)} agents")
-        self._index: dict[int, int] | None = None
 
     def __getitem__(self, agent: int) -> float:
-        if self._index is None:
-            self._index = {k: i for i, k in enumerate(self.ids.tolist())}
-        return self.numbers[self._index[agent]].item()
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.ids.tolist())
-
-    def __len__(self) -> int:
-        return len(self.ids)
+        return self.numbers[self._position(agent)].item()
 
     def __repr__(self) -> str:
         return f"AgentValues(agents {self.ids.tolist()}, numbers {self.numbers.tolist()})"
