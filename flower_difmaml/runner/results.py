@@ -93,7 +93,8 @@ def disagreement(models: Rows, keep: np.ndarray | None = None) -> float:
     """The network disagreement (1/n) sum_k ||w_k - w_bar||^2, w_bar = (1/n) sum_k w_k, over
     the n rows of ``models`` (an array, or a tensor: computed on its device) where ``keep`` is
     True (default: all). In float64, a chunk of rows at a time: no float64 copy of all the
-    models (at N = 100,000 agents of the sinusoid MLP that copy was 1.4 GB and 8 s a call)."""
+    models (N = 100,000 agents of the sinusoid MLP, float32: 0.14 GB beside the models instead
+    of the 2.8 GB that copy and its temporaries took)."""
     if keep is not None and not keep.all():
         models = models[index_for(keep, models)]
     num = len(models)
