@@ -258,7 +258,9 @@ class AgentBlock:
         if fails.all():
             return TrainReplies({}, {}, {}, 0.0, failed)
         trained = asked.select(~fails) if fails.any() else asked
-        ids, agents = trained.ids, trained.ids.tolist()
+        ids = trained.ids  # ascending; contiguous ones (every agent of the block) as a range: no list of N
+        contiguous = len(ids) > 0 and ids[-1] - ids[0] + 1 == len(ids)
+        agents = range(int(ids[0]), int(ids[-1]) + 1) if contiguous else ids.tolist()
         params = self.learner.layout.params(trained.rows)
         batch = self.learner.train_batches(agents, round_)
         state_rows, stacked = self._rows(agents), self._stacked_states()
@@ -275,7 +277,7 @@ class AgentBlock:
             self._touched[state_rows.cpu().numpy()] = bool(self.initial_state)
         layout = self.learner.layout
         vectors = layout.flat(new_params) if self.on_device else layout.vector(new_params)
-        for k in sorted(self.learner.byzantine.intersection(agents)):
+        for k in ids[np.isin(ids, sorted(self.learner.byzantine))].tolist():
             i = int(np.searchsorted(ids, k))
             vectors[i] = as_rows_of(self.learner.sent_model(on_host(vectors[i]), k, round_), vectors[i])
         return TrainReplies(

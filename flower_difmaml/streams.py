@@ -87,6 +87,16 @@ def _check_word(name: str, value: int) -> None:
         raise ValueError(f"{name}: {value} out of range 0..{WORD - 1} (a 32-bit word of the random key)")
 
 
+def agent_tensor(agents: Sequence[int] | np.ndarray | Tensor) -> Tensor:
+    """``agents`` as an int64 tensor (on the CPU unless it is a tensor already): a ``range``
+    (a whole block's agents) or an array without a loop over the agents."""
+    if isinstance(agents, range) and agents.step == 1:
+        return torch.arange(agents.start, agents.stop, dtype=torch.int64)
+    if isinstance(agents, np.ndarray):
+        return torch.from_numpy(agents.astype(np.int64, copy=False))
+    return torch.as_tensor(agents, dtype=torch.int64)
+
+
 def keyed_uniform(
     seed: int, agents: Sequence[int] | Tensor, round_: int, stream: Stream, count: int,
     device: torch.device | str = "cpu",
@@ -99,7 +109,7 @@ def keyed_uniform(
     """
     _check_word("seed", seed)
     _check_word("round", round_)
-    agents = torch.as_tensor(agents, dtype=torch.int64).reshape(-1, 1)
+    agents = agent_tensor(agents).cpu().reshape(-1, 1)
     if len(agents) and not (0 <= int(agents.min()) and int(agents.max()) < WORD):
         raise ValueError(f"agents: out of range 0..{WORD - 1}")
     pairs = (count + 1) // 2

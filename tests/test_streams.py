@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from flower_difmaml.streams import DrawKey, Stream, keyed_uniform, philox4x32
+from flower_difmaml.streams import DrawKey, Stream, agent_tensor, keyed_uniform, philox4x32
 
 # Random123's kat_vectors, the three "philox4x32 10" lines: counter, key, result.
 KNOWN_ANSWERS = [
@@ -79,3 +79,11 @@ def test_draw_key_gives_both_generators() -> None:
 def test_cuda_draws_equal_cpu_draws() -> None:
     on_gpu = keyed_uniform(9, range(1000), 5, Stream.TRAIN, 33, device="cuda")
     assert torch.equal(on_gpu.cpu(), keyed_uniform(9, range(1000), 5, Stream.TRAIN, 33))
+
+
+def test_agents_become_a_tensor_without_a_loop_and_draw_the_same() -> None:
+    """A block's agents as a range (all of them) or an array give the list's tensor and draws."""
+    for agents in (range(3, 9), np.arange(3, 9), torch.arange(3, 9), range(3, 9, 2), [3, 5, 7]):
+        torch.testing.assert_close(agent_tensor(agents), torch.tensor(list(agents), dtype=torch.int64), rtol=0, atol=0)
+    torch.testing.assert_close(keyed_uniform(4, range(3, 9), 2, Stream.TRAIN, 7),
+                               keyed_uniform(4, list(range(3, 9)), 2, Stream.TRAIN, 7), rtol=0, atol=0)

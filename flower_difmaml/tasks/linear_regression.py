@@ -25,7 +25,7 @@ from ..errors import check_choice
 from ..meta.maml import TaskBatch, mse_loss
 from ..network.graphs import graph_of
 from ..network.laplacian import gmrf_laplacian, gmrf_models, laplacian_error
-from ..streams import DrawKey, Stream, box_muller, keyed_generator
+from ..streams import DrawKey, Stream, agent_tensor, box_muller, keyed_generator
 from .base import parse_dtype
 
 EDGE_WEIGHTS = (1.0, 5.0)  # the paper's edge weights, times edge-weight-scale
@@ -76,7 +76,7 @@ class LinearRegressionTasks:
         u = key.uniform(agents, 2 * size + num_tasks)
         normal = box_muller(u[:, : 2 * size]).reshape(len(agents), num_tasks, points, self.dims + 1)
         if own:
-            owner = torch.as_tensor(list(agents), device=u.device).reshape(-1, 1).expand(-1, num_tasks)
+            owner = agent_tensor(agents).to(u.device).reshape(-1, 1).expand(-1, num_tasks)
         else:
             owner = (u[:, 2 * size :] * self.num_agents).long().clamp(max=self.num_agents - 1)
         truth = torch.as_tensor(self.true_models, device=u.device)[owner]  # (A, T, M)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..errors import check_choice
 from ..meta.maml import TaskBatch, mse_loss
 from ..models import MLP
-from ..streams import DrawKey
+from ..streams import DrawKey, agent_tensor
 from .base import check_clusters, cluster_groups, cluster_of, parse_dtype
 
 HETEROGENEITY = ("none", "amplitude", "phase", "clusters")
@@ -100,7 +100,7 @@ class SinusoidTasks:
 
     def _parameters(self, key: DrawKey, agents: Sequence[int], own: bool, uniform: Tensor) -> tuple[Tensor, Tensor]:
         """Amplitudes and phases (A, T, 1) of each agent's T tasks from its 2T ``uniform`` draws."""
-        rows = torch.as_tensor(agents, dtype=torch.int64) if own else torch.zeros(len(agents), dtype=torch.int64)
+        rows = agent_tensor(agents) if own else torch.zeros(len(agents), dtype=torch.int64)
         bounds = self._bounds[own][rows].to(key.device)
         a_lo, a_hi, p_lo, p_hi = (bounds[:, i, None, None] for i in range(4))
         num_tasks = uniform.shape[1] // 2
