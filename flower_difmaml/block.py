@@ -35,7 +35,7 @@ from .config import ConfigError, RunConfig
 from .learner import MetaLearner
 from .meta import TaskBatch
 from .network.combination import weighted_mean
-from .network.faults import INJECTED_FAILURE, agent_fails
+from .network.faults import INJECTED_FAILURE, failing_agents
 from .network.resilient import initial_running_losses
 from .strategies.base import NeighbourModels
 
@@ -251,9 +251,7 @@ class AgentBlock:
         config, round_ = self.learner.config, request.round
         self.load_optimizer_states(request.states)
         asked = AgentModels.of(request.models).ascending()
-        fails = np.zeros(len(asked), dtype=bool)
-        if config.fail_prob > 0:  # drawn per agent: only where agents can fail
-            fails[:] = [agent_fails(config.seed, k, round_, config.fail_prob) for k in asked]
+        fails = failing_agents(config.seed, asked.ids, round_, config.fail_prob)
         failed = dict.fromkeys(asked.ids[fails].tolist(), INJECTED_FAILURE)
         if fails.all():
             return TrainReplies({}, {}, {}, 0.0, failed)

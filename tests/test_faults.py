@@ -12,7 +12,7 @@ import pytest
 from helpers import run_until_killed
 
 from flower_difmaml.config import ConfigError, RunConfig
-from flower_difmaml.network.faults import agent_fails, links_up
+from flower_difmaml.network.faults import agent_fails, failing_agents, links_up
 from flower_difmaml.cli import main
 from flower_difmaml.runner.results import read_metrics
 from flower_difmaml.runner.vectorized import run_vectorized
@@ -33,6 +33,8 @@ def test_injected_failures_are_seeded_and_have_the_asked_rate() -> None:
     assert draws == [agent_fails(7, k, r, 0.2) for k in range(20) for r in range(1, 251)]
     assert abs(np.mean(draws) - 0.2) < 0.02
     assert not any(agent_fails(7, k, 1, 0.0) for k in range(20))
+    for round_ in (1, 2, 3):  # all agents' in one draw: each agent's own
+        assert failing_agents(7, np.arange(20), round_, 0.2).tolist() == [agent_fails(7, k, round_, 0.2) for k in range(20)]
     assert links_up(5, 7, 3, 0.0).all() and np.array_equal(links_up(50, 7, 3, 0.5), links_up(50, 7, 3, 0.5))
 
 

@@ -1,16 +1,18 @@
 """Seeded fault injection for experiments (no Flower): failing agents and links that drop.
 
-Both are drawn from ``keyed_generator(seed, agent, round, stream)``, so every engine (a
-Flower ClientApp, the in-process vectorised engine) sees the same faults in a run.
+Both are keyed by (seed, agent, round, stream) (``keyed_uniform``, ``keyed_generator``), so
+every engine (a Flower ClientApp, the in-process vectorised engine) sees the same faults in a run.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
-from ..streams import Stream, keyed_generator
+from ..streams import Stream, keyed_generator, keyed_uniform
 from .combination import COMBINATION_RULES, closed_adjacency, combination_matrix, restricted_combination
 
 INJECTED_FAILURE = "injected failure (fail-prob)"
@@ -23,11 +25,18 @@ class InjectedFailure(RuntimeError):
         super().__init__(INJECTED_FAILURE)
 
 
-def agent_fails(seed: int, agent: int, round_: int, fail_prob: float) -> bool:
-    """Whether agent ``agent``'s training call in round ``round_`` fails (probability ``fail_prob``)."""
+def failing_agents(seed: int, agents: Sequence[int] | np.ndarray, round_: int, fail_prob: float) -> np.ndarray:
+    """Which of ``agents`` fail their training call in round ``round_``, each with probability
+    ``fail_prob``: agent k fails where its keyed uniform (seed, k, round, FAILURE) is below it,
+    all agents' drawn at once (the same for one agent as for many)."""
     if fail_prob <= 0.0:
-        return False
-    return bool(keyed_generator(seed, agent, round_, Stream.FAILURE).random() < fail_prob)
+        return np.zeros(len(agents), dtype=bool)
+    return keyed_uniform(seed, agents, round_, Stream.FAILURE, 1)[:, 0].numpy() < fail_prob
+
+
+def agent_fails(seed: int, agent: int, round_: int, fail_prob: float) -> bool:
+    """Whether agent ``agent``'s training call in round ``round_`` fails (:func:`failing_agents`)."""
+    return bool(failing_agents(seed, [agent], round_, fail_prob)[0])
 
 
 def links_up(num_links: int, seed: int, round_: int, link_drop_prob: float) -> np.ndarray:
