@@ -98,7 +98,7 @@ def agent_tensor(agents: Sequence[int] | np.ndarray | Tensor) -> Tensor:
 
 
 def keyed_uniform(
-    seed: int, agents: Sequence[int] | Tensor, round_: int, stream: Stream, count: int,
+    seed: int, agents: Sequence[int] | np.ndarray | Tensor, round_: int, stream: Stream, count: int,
     device: torch.device | str = "cpu",
 ) -> Tensor:
     """``count`` float64 draws from U[0, 1) for each agent: a (len(agents), count) tensor.
